@@ -48,7 +48,8 @@ def _api_key(request: Request) -> str:
     return ""
 
 
-def create_app(sim: Simulator, *, deliver_webhooks: bool = True) -> Starlette:
+def create_app(sim: Simulator, *, deliver_webhooks: bool = True, clock_speed: float = 0.0) -> Starlette:
+    """The simulator app; ``clock_speed`` > 0 runs simulated time (live activity)."""
     limiter = RateLimiter()
     deliverer = Deliverer(sim)
 
@@ -180,9 +181,14 @@ def create_app(sim: Simulator, *, deliver_webhooks: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(deliverer.run()) if deliver_webhooks else None
+        clock_task = _clock_task(sim, deliverer, clock_speed)
         try:
             yield
         finally:
+            if clock_task is not None:
+                clock_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await clock_task
             if task is not None:
                 deliverer.stop()
                 task.cancel()
@@ -224,3 +230,12 @@ def _extra_sim_routes(sim: Simulator, deliverer: Deliverer) -> list[Route]:
     except ImportError:
         return []
     return list(clock_routes(sim, deliverer))
+
+
+def _clock_task(sim: Simulator, deliverer: Deliverer, speed: float) -> asyncio.Task[None] | None:
+    """Runs the simulated clock when a speed is set (see ``stripesync.sim.clock``)."""
+    if speed <= 0:
+        return None
+    from stripesync.sim.clock import run_clock
+
+    return asyncio.create_task(run_clock(sim, deliverer, speed))

@@ -37,11 +37,12 @@ class SimServer:
         port: int | None = None,
         sim: Simulator | None = None,
         deliver_webhooks: bool = True,
+        clock_speed: float = 0.0,
     ) -> None:
         self.sim = sim or Simulator(path, knobs=knobs)
         self.host = host
         self.port = port or free_port(host)
-        self.app = create_app(self.sim, deliver_webhooks=deliver_webhooks)
+        self.app = create_app(self.sim, deliver_webhooks=deliver_webhooks, clock_speed=clock_speed)
         config = uvicorn.Config(
             self.app, host=host, port=self.port, log_level="warning", lifespan="on",
             access_log=False,
@@ -92,5 +93,8 @@ class SimServer:
         )
 
 
-def serve_forever(sim: Simulator, host: str, port: int) -> None:
-    uvicorn.run(create_app(sim), host=host, port=port, log_level="warning", access_log=False)
+def serve_forever(sim: Simulator, host: str, port: int, *, speed: float = 0.0) -> None:
+    uvicorn.run(
+        create_app(sim, clock_speed=speed), host=host, port=port, log_level="warning",
+        access_log=False,
+    )
