@@ -63,7 +63,9 @@ def version() -> None:
 
     from stripesync import __version__
 
-    console.print(f"stripesync {__version__} (stripe-python {stripe.VERSION}, API {stripe.api_version})")
+    console.print(
+        f"stripesync {__version__} (stripe-python {stripe.VERSION}, API {stripe.api_version})"
+    )
 
 
 _register_all()

@@ -56,7 +56,9 @@ class Settings(BaseSettings):
         "registers a Stripe webhook endpoint at PUBLIC_URL/webhooks/stripe/{source}.",
     )
     host: str = Field(default="127.0.0.1", description="Address `stripesync serve` listens on.")
-    port: int = Field(default=8000, ge=1, le=65535, description="Port `stripesync serve` listens on.")
+    port: int = Field(
+        default=8000, ge=1, le=65535, description="Port `stripesync serve` listens on."
+    )
     log_level: str = Field(default="INFO", description="Python logging level name.")
     webhook_max_body_bytes: int = Field(
         default=1_048_576,
@@ -120,7 +122,9 @@ def load_settings(**overrides: Any) -> Settings:
 
     path = _config_file()
     if "STRIPESYNC_CONFIG" in os.environ and not path.exists():
-        raise ConfigError(f"STRIPESYNC_CONFIG names {path}, which does not exist; fix the path or unset it")
+        raise ConfigError(
+            f"STRIPESYNC_CONFIG names {path}, which does not exist; fix the path or unset it"
+        )
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from types import MappingProxyType
 
 from stripesync.errors import ConfigError
 
@@ -52,8 +51,13 @@ class MissingExchangeRate(ConfigError):
             f"per 1 {currency.upper()}> to the rate table, or unset reporting_currency"
         )
 
+    def __reduce__(self) -> tuple[type[MissingExchangeRate], tuple[str, str]]:
+        # Exceptions pickle through their args (the message); rebuild from the fields so
+        # the error survives a process boundary.
+        return type(self), (self.currency, self.reporting_currency)
 
-def _normalize_rates(raw: Mapping[str, Decimal | str]) -> Mapping[str, Decimal]:
+
+def _normalize_rates(raw: Mapping[str, Decimal | str]) -> dict[str, Decimal]:
     rates: dict[str, Decimal] = {}
     for currency, value in raw.items():
         if not isinstance(currency, str) or not currency:
@@ -73,7 +77,7 @@ def _normalize_rates(raw: Mapping[str, Decimal | str]) -> Mapping[str, Decimal]:
         if code in rates and rates[code] != rate:
             raise ConfigError(f"exchange_rates gives {code.upper()} two different rates")
         rates[code] = rate
-    return MappingProxyType(rates)
+    return rates
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +108,9 @@ class RevenueRules:
         other currency is worth (``{"eur": "1.08"}`` when 1 EUR = 1.08 USD). Minor-unit
         differences (JPY has none, KWD has three decimals) are handled for you. Keys are
         case-insensitive; values are decimals or decimal strings, never floats in spirit.
-        The reporting currency itself always converts at 1.
+        The reporting currency itself always converts at 1. The rules keep their own
+        normalized copy (lowercase keys, Decimal values), so later changes to the mapping
+        passed in do not leak into figures computed with them.
     """
 
     churn_at_cancellation_request: bool = False

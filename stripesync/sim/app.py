@@ -48,7 +48,9 @@ def _api_key(request: Request) -> str:
     return ""
 
 
-def create_app(sim: Simulator, *, deliver_webhooks: bool = True, clock_speed: float = 0.0) -> Starlette:
+def create_app(
+    sim: Simulator, *, deliver_webhooks: bool = True, clock_speed: float = 0.0
+) -> Starlette:
     """The simulator app; ``clock_speed`` > 0 runs simulated time (live activity)."""
     limiter = RateLimiter()
     deliverer = Deliverer(sim)
@@ -205,6 +207,7 @@ def create_app(sim: Simulator, *, deliver_webhooks: bool = True, clock_speed: fl
         *_extra_sim_routes(sim, deliverer),
         Route("/v1/{path:path}", api, methods=["GET", "POST", "DELETE"]),
     ]
+
     async def on_error(request: Request, exc: Exception) -> Response:
         # Never a traceback: Stripe answers api_error with a message.
         return JSONResponse(

@@ -14,7 +14,9 @@ from rich.table import Table
 from stripesync.errors import ConfigError
 from stripesync.sim.core import Knobs, Simulator
 
-sim_app = typer.Typer(help="The Stripe API simulator (for the demo, the tests and benchmarks).", no_args_is_help=True)
+sim_app = typer.Typer(
+    help="The Stripe API simulator (for the demo, the tests and benchmarks).", no_args_is_help=True
+)
 console = Console()
 
 
@@ -38,21 +40,50 @@ def summary_table(sim: Simulator, title: str = "Simulated Stripe account") -> Ta
 
 @sim_app.command("serve")
 def serve(
-    db: Annotated[Path, typer.Option(help="SQLite file holding the simulator's state.")] = Path(".stripesync/sim.db"),
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    db: Annotated[Path, typer.Option(help="SQLite file holding the simulator's state.")] = Path(
+        ".stripesync/sim.db"
+    ),
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 12111,
-    customers: Annotated[int, typer.Option(min=0, help="Generate this many customers with ~2 years of history (0: none).")] = 0,
+    customers: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Generate this many customers with ~2 years of history (0: none)."
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the deterministic generator.")] = 1,
     latency_ms: Annotated[float, typer.Option(min=0, help="Added latency per API call.")] = 0.0,
-    error_rate: Annotated[float, typer.Option(help="Fraction of API calls answered with a transient 500.")] = 0.0,
-    rate_limit_live: Annotated[int, typer.Option(min=1, help="Requests/s per account in live mode.")] = 100,
-    rate_limit_test: Annotated[int, typer.Option(min=1, help="Requests/s per account in test mode.")] = 25,
+    error_rate: Annotated[
+        float, typer.Option(help="Fraction of API calls answered with a transient 500.")
+    ] = 0.0,
+    rate_limit_live: Annotated[
+        int, typer.Option(min=1, help="Requests/s per account in live mode.")
+    ] = 100,
+    rate_limit_test: Annotated[
+        int, typer.Option(min=1, help="Requests/s per account in test mode.")
+    ] = 25,
     rate_limit_endpoint: Annotated[int, typer.Option(min=1, help="Requests/s per endpoint.")] = 25,
-    no_rate_limits: Annotated[bool, typer.Option("--no-rate-limits", help="Disable the 429 budgets.")] = False,
-    webhook_duplicates: Annotated[float, typer.Option(help="Fraction of webhooks delivered twice.")] = 0.0,
-    webhook_drops: Annotated[float, typer.Option(help="Fraction of webhooks never delivered.")] = 0.0,
-    webhook_shuffle: Annotated[bool, typer.Option(help="Deliver webhooks in shuffled order.")] = False,
-    speed: Annotated[float, typer.Option(min=0, help="Run the clock at this many simulated seconds per real second (0: real time, no live activity).")] = 0.0,
+    no_rate_limits: Annotated[
+        bool, typer.Option("--no-rate-limits", help="Disable the 429 budgets.")
+    ] = False,
+    webhook_duplicates: Annotated[
+        float, typer.Option(help="Fraction of webhooks delivered twice.")
+    ] = 0.0,
+    webhook_drops: Annotated[
+        float, typer.Option(help="Fraction of webhooks never delivered.")
+    ] = 0.0,
+    webhook_shuffle: Annotated[
+        bool, typer.Option(help="Deliver webhooks in shuffled order.")
+    ] = False,
+    speed: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Run the clock at this many simulated seconds per real second (0: real time, no live activity).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve a stateful Stripe API simulator on loopback (state survives restarts)."""
     knobs = Knobs(
@@ -90,11 +121,15 @@ def _generate(sim: Simulator, customers: int, seed: int) -> None:
 
 @sim_app.command("export")
 def export(
-    db: Annotated[Path, typer.Option(help="SQLite file holding the simulator's state.")] = Path(".stripesync/sim.db"),
+    db: Annotated[Path, typer.Option(help="SQLite file holding the simulator's state.")] = Path(
+        ".stripesync/sim.db"
+    ),
 ) -> None:
     """Print every stored object as JSON lines (the ground truth a synced copy is compared with)."""
     if not db.exists():
-        raise ConfigError(f"no simulator state at {db}; start one with `stripesync sim serve --db {db}`")
+        raise ConfigError(
+            f"no simulator state at {db}; start one with `stripesync sim serve --db {db}`"
+        )
     sim = Simulator(db)
     out = sys.stdout
     for row in sim.export_state():
@@ -103,16 +138,22 @@ def export(
 
 @sim_app.command("info")
 def info(
-    db: Annotated[Path, typer.Option(help="SQLite file holding the simulator's state.")] = Path(".stripesync/sim.db"),
+    db: Annotated[Path, typer.Option(help="SQLite file holding the simulator's state.")] = Path(
+        ".stripesync/sim.db"
+    ),
 ) -> None:
     """Show what a simulator state file holds, and its API keys."""
     if not db.exists():
-        raise ConfigError(f"no simulator state at {db}; start one with `stripesync sim serve --db {db}`")
+        raise ConfigError(
+            f"no simulator state at {db}; start one with `stripesync sim serve --db {db}`"
+        )
     sim = Simulator(db)
     console.print(summary_table(sim))
-    for key in sim.keys():
+    for key in sim.keys():  # noqa: SIM118 (API keys, not a dict)
         kind = "restricted" if key["permissions"] is not None else "secret"
-        console.print(f"{key['account']} {'live' if key['livemode'] else 'test'} {kind}: {key['key']}")
+        console.print(
+            f"{key['account']} {'live' if key['livemode'] else 'test'} {kind}: {key['key']}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -122,7 +122,9 @@ class Route:
 ROUTES: list[Route] = []
 
 
-def route(method: str, template: str, *, resource: str | None, access: str | None = None) -> Callable[[Handler], Handler]:
+def route(
+    method: str, template: str, *, resource: str | None, access: str | None = None
+) -> Callable[[Handler], Handler]:
     """Register a handler for ``METHOD /v1/path/{id}``; ``resource`` names its permission."""
     regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"
 
@@ -174,7 +176,9 @@ class Simulator:
         self.create_key(DEFAULT_ACCOUNT, livemode=True, key=f"sk_live_51Sim{seed_hex[24:64]}")
         self.db.meta_set("initialized", "1")
 
-    def create_account(self, account_id: str | None = None, *, api_version: str | None = None) -> str:
+    def create_account(
+        self, account_id: str | None = None, *, api_version: str | None = None
+    ) -> str:
         account_id = account_id or "acct_1" + self.random_chars(15)
         with self.db:
             self.db.conn.execute(
@@ -202,7 +206,12 @@ class Simulator:
             self.db.conn.execute(
                 "INSERT OR REPLACE INTO api_keys(key, account, livemode, permissions, revoked)"
                 " VALUES (?,?,?,?,0)",
-                (key, account, int(livemode), None if permissions is None else json.dumps(permissions)),
+                (
+                    key,
+                    account,
+                    int(livemode),
+                    None if permissions is None else json.dumps(permissions),
+                ),
             )
         return key
 
@@ -293,7 +302,15 @@ class Simulator:
 
     # -- objects ------------------------------------------------------------------------
 
-    def get(self, ctx: Ctx, obj_id: str, *, kind: str = "object", param: str = "id", object_type: str | None = None) -> dict[str, Any]:
+    def get(
+        self,
+        ctx: Ctx,
+        obj_id: str,
+        *,
+        kind: str = "object",
+        param: str = "id",
+        object_type: str | None = None,
+    ) -> dict[str, Any]:
         obj = self.db.get(ctx.acct, obj_id)
         if obj is None or (object_type is not None and obj.get("object") != object_type):
             raise missing(obj_id, param=param, kind=kind)
@@ -375,33 +392,103 @@ class Simulator:
 
     # -- rendering ----------------------------------------------------------------------
 
-    def render(self, ctx: Ctx, obj: dict[str, Any], *, expand: list[str] | None = None, version: str | None = None) -> dict[str, Any]:
+    def render(
+        self,
+        ctx: Ctx,
+        obj: dict[str, Any],
+        *,
+        expand: list[str] | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
         """Expand, truncate nested lists, drop private fields, render in the version."""
         result = copy.deepcopy(obj)
         for path in expand if expand is not None else ctx.expand:
             self._expand(ctx, result, path.split("."), depth=0)
         result = _public(result, root=True)
         if result.get("object") == "event":
-            return self._event_version(ctx.acct, result, None)
+            event: dict[str, Any] = self._event_version(ctx.acct, result, None)
+            return event
         if result.get("object") == "list" and any(
             isinstance(item, dict) and item.get("object") == "event" for item in result["data"]
         ):
             # Stripe renders an event in the version in force when it was created.
             result["data"] = [self._event_version(ctx.acct, e, None) for e in result["data"]]
-            return result
+            listed: dict[str, Any] = result
+            return listed
         target = version or ctx.api_version
         if target != versions.CURRENT_VERSION:
-            result = versions.render(result, target, lookup=lambda oid: self.db.get(ctx.acct, oid))
-        return result
+            result = versions.render(result, target, lookup=self._lookup(ctx.acct))
+        rendered: dict[str, Any] = result
+        return rendered
 
-    def _event_version(self, acct: str, event: dict[str, Any], version: str | None) -> dict[str, Any]:
+    def _event_version(
+        self, acct: str, event: dict[str, Any], version: str | None
+    ) -> dict[str, Any]:
         target = version or event["api_version"]
         if target != versions.CURRENT_VERSION:
-            event = versions.render(event, target, lookup=lambda oid: self.db.get(acct, oid))
+            event = versions.render(event, target, lookup=self._lookup(acct))
         event["api_version"] = target
         return event
 
-    def render_event(self, acct: str, event: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+    def _lookup(self, acct: str) -> Callable[[str], dict[str, Any] | None]:
+        """What ``versions.render`` needs: stored objects by id, and invoice payments.
+
+        ``invoice_payment_for:<id>`` (an invoice, payment intent or charge id) answers the
+        current-shape ``invoice_payment`` linking them, built from the invoice's private
+        ``_payments`` record (older versions show ``invoice.charge`` and ``charge.invoice``).
+        """
+
+        def lookup(key: str) -> dict[str, Any] | None:
+            if key.startswith(versions.INVOICE_PAYMENT_KEY_PREFIX):
+                return self._invoice_payment(acct, key[len(versions.INVOICE_PAYMENT_KEY_PREFIX) :])
+            return self.db.get(acct, key)
+
+        return lookup
+
+    def _invoice_payment(self, acct: str, obj_id: str) -> dict[str, Any] | None:
+        obj = self.db.get(acct, obj_id)
+        if obj is None:
+            return None
+        invoice: dict[str, Any] | None = obj
+        if obj.get("object") != "invoice":
+            invoice_id = obj.get("_invoice")
+            invoice = self.db.get(acct, invoice_id) if isinstance(invoice_id, str) else None
+        if invoice is None:
+            return None
+        payments = invoice.get("_payments") or []
+        if not payments:
+            return None
+        chosen = next(
+            (p for p in reversed(payments) if p.get("status") == "succeeded"), payments[-1]
+        )
+        if obj.get("object") in ("charge", "payment_intent"):
+            chosen = next(
+                (p for p in payments if obj["id"] in (p.get("charge"), p.get("payment_intent"))),
+                chosen,
+            )
+        paid = chosen.get("status") == "succeeded"
+        return {
+            "id": "inpay_" + str(chosen.get("payment_intent", ""))[3:],
+            "object": "invoice_payment",
+            "amount_paid": invoice.get("amount_paid") if paid else None,
+            "amount_requested": invoice.get("amount_due"),
+            "created": invoice.get("created"),
+            "currency": invoice.get("currency"),
+            "invoice": invoice["id"],
+            "is_default": True,
+            "livemode": invoice.get("livemode", False),
+            "payment": {
+                "type": "payment_intent",
+                "payment_intent": chosen.get("payment_intent"),
+                "charge": chosen.get("charge"),
+            },
+            "status": "paid" if paid else "open",
+            "status_transitions": {"canceled_at": None, "paid_at": None},
+        }
+
+    def render_event(
+        self, acct: str, event: dict[str, Any], version: str | None = None
+    ) -> dict[str, Any]:
         """An event as Stripe sends it: in its own version, or the endpoint's."""
         return self._event_version(acct, _public(copy.deepcopy(event), root=True), version)
 
@@ -419,9 +506,7 @@ class Simulator:
             node[head] = copy.deepcopy(node.get("_" + head))
             return
         if head not in node:
-            raise invalid(
-                f"This property cannot be expanded ({head}).", param="expand"
-            )
+            raise invalid(f"This property cannot be expanded ({head}).", param="expand")
         value = node[head]
         if isinstance(value, list):
             for i, item in enumerate(value):
@@ -452,7 +537,9 @@ class Simulator:
             "url": url,
         }
 
-    def paginate(self, ctx: Ctx, params: dict[str, Any], object_type: str, url: str, **filters: Any) -> dict[str, Any]:
+    def paginate(
+        self, ctx: Ctx, params: dict[str, Any], object_type: str, url: str, **filters: Any
+    ) -> dict[str, Any]:
         limit = as_int(params, "limit", 10, minimum=1, maximum=100)
         assert limit is not None
         starting_after = params.get("starting_after") or None
@@ -519,12 +606,21 @@ class Simulator:
             headers.update(exc.headers)
             return exc.status, exc.body(request_id), headers
 
-    def _run(self, ctx: Ctx, matched: Route, path_params: dict[str, str], params: dict[str, Any]) -> dict[str, Any]:
+    def _run(
+        self, ctx: Ctx, matched: Route, path_params: dict[str, str], params: dict[str, Any]
+    ) -> dict[str, Any]:
         with self.db:
             body = matched.handler(self, ctx, params, **path_params)
         return self.render(ctx, body)
 
-    def _idempotent(self, ctx: Ctx, matched: Route, path_params: dict[str, str], params: dict[str, Any], path: str) -> tuple[int, dict[str, Any], bool]:
+    def _idempotent(
+        self,
+        ctx: Ctx,
+        matched: Route,
+        path_params: dict[str, str],
+        params: dict[str, Any],
+        path: str,
+    ) -> tuple[int, dict[str, Any], bool]:
         assert ctx.idempotency_key is not None
         fingerprint = hashlib.sha256(
             json.dumps([path, params, ctx.expand], sort_keys=True).encode()

@@ -11,6 +11,7 @@ type. Lists page by the ``(acct, object, created, seq)`` index, never by scannin
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -174,7 +175,9 @@ class SimDB:
 
     # -- objects ------------------------------------------------------------------------
 
-    def get(self, acct: str, obj_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
+    def get(
+        self, acct: str, obj_id: str, *, include_deleted: bool = False
+    ) -> dict[str, Any] | None:
         with self.lock:
             row = self.conn.execute(
                 "SELECT data, deleted FROM objects WHERE acct=? AND id=?", (acct, obj_id)
@@ -227,13 +230,12 @@ class SimDB:
             )
             if links is not None:
                 self.conn.execute("DELETE FROM links WHERE acct=? AND id=?", (acct, obj_id))
-                rows = []
+                rows: builtins.list[tuple[str, str, str, str]] = []
                 for key, values in links.items():
                     if values is None:
                         continue
-                    if isinstance(values, str):
-                        values = [values]
-                    rows.extend((acct, key, v, obj_id) for v in set(values) if v)
+                    items = [values] if isinstance(values, str) else builtins.list(values)
+                    rows.extend((acct, key, v, obj_id) for v in set(items) if v)
                 if rows:
                     self.conn.executemany(
                         "INSERT OR IGNORE INTO links(acct, key, value, id) VALUES (?,?,?,?)", rows
@@ -273,9 +275,7 @@ class SimDB:
 
     def mark_deleted(self, acct: str, obj_id: str) -> None:
         with self:
-            self.conn.execute(
-                "UPDATE objects SET deleted=1 WHERE acct=? AND id=?", (acct, obj_id)
-            )
+            self.conn.execute("UPDATE objects SET deleted=1 WHERE acct=? AND id=?", (acct, obj_id))
 
     def list(
         self,
@@ -294,7 +294,7 @@ class SimDB:
     ) -> Page:
         """Newest first, as Stripe lists; cursors by (created, seq) through the index."""
         where = ["o.acct=?", "o.object=?"]
-        params: list[Any] = [acct, object_type]
+        params: builtins.list[Any] = [acct, object_type]
         if not include_deleted:
             where.append("o.deleted=0")
         if customer is not None:
@@ -313,13 +313,13 @@ class SimDB:
             where.append(f"o.created {sql_op} ?")
             params.append(value)
         joins = ""
-        link_params: list[Any] = []
-        for i, (key, value) in enumerate((links or {}).items()):
+        link_params: builtins.list[Any] = []
+        for i, (link_key, link_value) in enumerate((links or {}).items()):
             joins += (
                 f" JOIN links l{i} ON l{i}.acct=o.acct AND l{i}.id=o.id"
                 f" AND l{i}.key=? AND l{i}.value=?"
             )
-            link_params.extend([key, value])
+            link_params.extend([link_key, link_value])
         order = "DESC"
         cursor_id = starting_after or ending_before
         with self.lock:
@@ -347,9 +347,9 @@ class SimDB:
             data.reverse()
         return Page(data, has_more)
 
-    def iter_objects(self, acct: str | None = None, object_type: str | None = None) -> Iterator[
-        tuple[str, dict[str, Any], bool]
-    ]:
+    def iter_objects(
+        self, acct: str | None = None, object_type: str | None = None
+    ) -> Iterator[tuple[str, dict[str, Any], bool]]:
         """Every stored object, in insertion order (for the state export), streamed."""
         where, params = [], []
         if acct is not None:
@@ -449,7 +449,7 @@ class SimDB:
         types: Sequence[str] | None = None,
     ) -> Page:
         where = ["acct=?", "created >= ?"]
-        params: list[Any] = [acct, min_created]
+        params: builtins.list[Any] = [acct, min_created]
         if types:
             where.append(f"type IN ({','.join('?' * len(types))})")
             params.extend(types)
@@ -503,7 +503,7 @@ class SimDB:
                 (key, value),
             )
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[tuple[Any, ...]]:
         with self.lock:
             return list(self.conn.execute(sql, params).fetchall())
 

@@ -40,9 +40,7 @@ class SimAPIError(Exception):
         if self.decline_code:
             error["decline_code"] = self.decline_code
         if request_id:
-            error["request_log_url"] = (
-                f"https://dashboard.stripe.com/test/logs/{request_id}?t=0"
-            )
+            error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}?t=0"
         error.update(self.extra)
         return {"error": error}
 
@@ -61,7 +59,9 @@ def missing(obj_id: str, *, param: str = "id", kind: str = "object") -> SimAPIEr
 
 
 def required(param: str) -> SimAPIError:
-    return SimAPIError(400, f"Missing required param: {param}.", code="parameter_missing", param=param)
+    return SimAPIError(
+        400, f"Missing required param: {param}.", code="parameter_missing", param=param
+    )
 
 
 def unknown_param(param: str) -> SimAPIError:

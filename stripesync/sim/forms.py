@@ -55,7 +55,14 @@ def _listify(node: Any) -> Any:
 # -- coercion -------------------------------------------------------------------------
 
 
-def as_int(params: Mapping[str, Any], name: str, default: int | None = None, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
+def as_int(
+    params: Mapping[str, Any],
+    name: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int | None:
     value = params.get(name)
     if value is None or value == "":
         return default
@@ -63,10 +70,8 @@ def as_int(params: Mapping[str, Any], name: str, default: int | None = None, *, 
         number = int(value)
     except (TypeError, ValueError):
         raise invalid(f"Invalid integer: {value}", param=name) from None
-    if minimum is not None and number < minimum or maximum is not None and number > maximum:
-        raise invalid(
-            f"Invalid {name}: must be between {minimum} and {maximum}", param=name
-        )
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise invalid(f"Invalid {name}: must be between {minimum} and {maximum}", param=name)
     return number
 
 
@@ -112,7 +117,9 @@ def as_dict(params: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     return value
 
 
-def as_metadata(params: Mapping[str, Any], current: dict[str, str] | None = None, name: str = "metadata") -> dict[str, str]:
+def as_metadata(
+    params: Mapping[str, Any], current: dict[str, str] | None = None, name: str = "metadata"
+) -> dict[str, str]:
     """Stripe merges metadata keys; an empty value unsets one; ``metadata=`` clears all."""
     result = dict(current or {})
     if name not in params:
@@ -124,16 +131,16 @@ def as_metadata(params: Mapping[str, Any], current: dict[str, str] | None = None
         raise invalid(f"Invalid hash: {name} must be a hash", param=name)
     for key, item in value.items():
         if not isinstance(item, str):
-            raise invalid(f"Invalid value for {name}[{key}]: must be a string", param=f"{name}[{key}]")
+            raise invalid(
+                f"Invalid value for {name}[{key}]: must be a string", param=f"{name}[{key}]"
+            )
         if len(key) > 40:
             raise invalid(
                 f"Metadata keys can have up to 40 characters; {key!r} has {len(key)}",
                 param=f"{name}[{key}]",
             )
         if len(item) > 500:
-            raise invalid(
-                f"Metadata values can have up to 500 characters", param=f"{name}[{key}]"
-            )
+            raise invalid("Metadata values can have up to 500 characters", param=f"{name}[{key}]")
         if item == "":
             result.pop(key, None)
         else:
@@ -143,14 +150,14 @@ def as_metadata(params: Mapping[str, Any], current: dict[str, str] | None = None
     return result
 
 
-def as_enum(params: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
+def as_enum(
+    params: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None
+) -> str | None:
     value = params.get(name)
     if value is None or value == "":
         return default
     if value not in allowed:
-        raise invalid(
-            f"Invalid {name}: must be one of {', '.join(allowed)}", param=name
-        )
+        raise invalid(f"Invalid {name}: must be one of {', '.join(allowed)}", param=name)
     return str(value)
 
 
@@ -162,7 +169,9 @@ def created_filter(params: Mapping[str, Any], name: str = "created") -> dict[str
         result = {}
         for op, raw in value.items():
             if op not in ("gt", "gte", "lt", "lte"):
-                raise invalid(f"Invalid {name}[{op}]: use gt, gte, lt or lte", param=f"{name}[{op}]")
+                raise invalid(
+                    f"Invalid {name}[{op}]: use gt, gte, lt or lte", param=f"{name}[{op}]"
+                )
             try:
                 result[op] = int(raw)
             except (TypeError, ValueError):

@@ -53,7 +53,16 @@ class RateLimiter:
     def __init__(self) -> None:
         self.window = SlidingWindow()
 
-    def check(self, acct: str, livemode: bool, endpoint: str, *, live_limit: int, test_limit: int, endpoint_limit: int) -> None:
+    def check(
+        self,
+        acct: str,
+        livemode: bool,
+        endpoint: str,
+        *,
+        live_limit: int,
+        test_limit: int,
+        endpoint_limit: int,
+    ) -> None:
         global_bucket = (acct, "*")
         if not self.window.try_hit(global_bucket, live_limit if livemode else test_limit):
             raise rate_limited()

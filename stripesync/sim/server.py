@@ -44,7 +44,11 @@ class SimServer:
         self.port = port or free_port(host)
         self.app = create_app(self.sim, deliver_webhooks=deliver_webhooks, clock_speed=clock_speed)
         config = uvicorn.Config(
-            self.app, host=host, port=self.port, log_level="warning", lifespan="on",
+            self.app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
             access_log=False,
         )
         self.server = uvicorn.Server(config)
@@ -81,7 +85,12 @@ class SimServer:
     def __enter__(self) -> SimServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def client(self, key: str | None = None, **kwargs: Any) -> Any:
@@ -95,6 +104,9 @@ class SimServer:
 
 def serve_forever(sim: Simulator, host: str, port: int, *, speed: float = 0.0) -> None:
     uvicorn.run(
-        create_app(sim, clock_speed=speed), host=host, port=port, log_level="warning",
+        create_app(sim, clock_speed=speed),
+        host=host,
+        port=port,
+        log_level="warning",
         access_log=False,
     )

@@ -104,7 +104,9 @@ class Deliverer:
         await asyncio.gather(*(one(row) for row in due))
         return len(due)
 
-    async def _attempt(self, seq: int, acct: str, endpoint_id: str, event_id: str, attempts: int) -> None:
+    async def _attempt(
+        self, seq: int, acct: str, endpoint_id: str, event_id: str, attempts: int
+    ) -> None:
         sim = self.sim
         knobs = sim.knobs
         endpoint = sim.db.get(acct, endpoint_id)
@@ -154,7 +156,9 @@ class Deliverer:
                 (attempts, time.time() + delay, error, seq),
             )
 
-    def _finish(self, seq: int, status: str, error: str | None, *, attempts: int | None = None) -> None:
+    def _finish(
+        self, seq: int, status: str, error: str | None, *, attempts: int | None = None
+    ) -> None:
         with self.sim.db:
             self.sim.db.conn.execute(
                 "UPDATE deliveries SET status=?, last_error=?, attempts=coalesce(?, attempts + 1)"

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
+from typing import Any
 
 import pytest
-from factories import (
-    CREATED,
-    PRODUCT_ID,
-    fixture,
-    make_coupon,
-    make_customer,
-    make_discount,
-    make_invoice,
-    make_item,
-    make_legacy_subscription,
-    make_line,
-    make_price,
-    make_subscription,
-    make_tax_rate,
-    tier,
-)
 
 from stripesync.errors import ConfigError, InvalidInput
 from stripesync.revenue import (
@@ -43,16 +30,33 @@ from stripesync.revenue import (
     subscription_mrr,
     to_reporting_currency,
 )
+from tests.revenue.factories import (
+    CREATED,
+    PRODUCT_ID,
+    Obj,
+    fixture,
+    make_coupon,
+    make_customer,
+    make_discount,
+    make_invoice,
+    make_item,
+    make_legacy_subscription,
+    make_line,
+    make_price,
+    make_subscription,
+    make_tax_rate,
+    tier,
+)
 
 NOW = CREATED + 100 * 86400
 
 
-def sub_of(*prices: dict, quantity: int = 1, **kwargs: object) -> dict:
+def sub_of(*prices: Obj, quantity: int = 1, **kwargs: Any) -> Obj:
     return make_subscription([make_item(p, quantity=quantity) for p in prices], **kwargs)
 
 
-def mrr(subscription: dict, **kwargs: object) -> int:
-    return subscription_mrr(subscription, at=NOW, **kwargs)  # type: ignore[arg-type]
+def mrr(subscription: Obj, **kwargs: Any) -> int:
+    return subscription_mrr(subscription, at=NOW, **kwargs)
 
 
 # -- worked examples ------------------------------------------------------------------
@@ -87,7 +91,10 @@ class TestWorkedExamples:
         assert mrr(sub_of(make_price(5000), discounts=[discount])) == 4000
 
     def test_20_percent_off_once(self) -> None:
-        sub = sub_of(make_price(5000), discounts=[make_discount(make_coupon(percent_off=20, duration="once"))])
+        sub = sub_of(
+            make_price(5000),
+            discounts=[make_discount(make_coupon(percent_off=20, duration="once"))],
+        )
         assert mrr(sub) == 5000
         assert mrr(sub, rules=RevenueRules(subtract_once_discounts=True)) == 4000
 
@@ -152,7 +159,7 @@ class TestStatus:
         [{"cancel_at_period_end": True}, {"cancel_at": NOW + 86400}],
         ids=["cancel_at_period_end", "cancel_at"],
     )
-    def test_scheduled_cancellation(self, schedule: dict) -> None:
+    def test_scheduled_cancellation(self, schedule: Obj) -> None:
         sub = sub_of(make_price(5000), **schedule)
         assert mrr(sub) == 5000
         explanation = explain_subscription_mrr(
@@ -628,7 +635,10 @@ class TestCustomerRevenue:
         # 10001 × 1.085 = 10851.085 → 10851; 1000 yen × 0.0067 = 6.70 USD = 670 cents.
         assert revenue.reporting_mrr == 10000 + 10851 + 670
         assert revenue.reporting_currency == "usd"
-        assert revenue.reporting_arr == 120000 + round_half_up(Fraction("120012") * Fraction("1.085")) + 8040
+        assert (
+            revenue.reporting_arr
+            == 120000 + round_half_up(Fraction("120012") * Fraction("1.085")) + 8040
+        )
 
     def test_missing_rate_names_the_currency(self) -> None:
         subs = [sub_of(make_price(10000, currency="gbp"), currency="gbp")]
@@ -652,7 +662,7 @@ class TestMrrTrait:
         self.item = make_item(self.price)
         self.sub = make_subscription([self.item])
 
-    def invoice(self, amount: int, **kwargs: object) -> dict:
+    def invoice(self, amount: int, **kwargs: Any) -> Obj:
         proration = bool(kwargs.pop("proration", False))
         legacy = bool(kwargs.get("legacy", False))
         line = make_line(
@@ -663,7 +673,7 @@ class TestMrrTrait:
             proration=proration,
             legacy=legacy,
         )
-        return make_invoice(self.sub, [line], total_excluding_tax=amount, **kwargs)  # type: ignore[arg-type]
+        return make_invoice(self.sub, [line], total_excluding_tax=amount, **kwargs)
 
     def test_invoice_above_subscription_wins(self) -> None:
         revenue = customer_revenue(make_customer(), [self.sub], [self.invoice(6000)], at=NOW)
@@ -755,7 +765,9 @@ class TestMrrTrait:
         (0, 0, True, None),
     ],
 )
-def test_classify_movement(before: int, after: int, paid_before: bool, expected: str | None) -> None:
+def test_classify_movement(
+    before: int, after: int, paid_before: bool, expected: str | None
+) -> None:
     assert classify_movement(before, after, paid_before=paid_before) == expected
 
 
@@ -784,7 +796,9 @@ def test_fx_movement_is_separate_from_business_movement() -> None:
     )
     assert classify_movement(20500, 20500 + unchanged, paid_before=True) is None
     with pytest.raises(InvalidInput):
-        fx_movement(mrr_by_currency, rules_before=old, rules_after=RevenueRules(reporting_currency="eur"))
+        fx_movement(
+            mrr_by_currency, rules_before=old, rules_after=RevenueRules(reporting_currency="eur")
+        )
 
 
 # -- rule 12: rates -------------------------------------------------------------------
@@ -802,6 +816,20 @@ def test_rates() -> None:
 
 
 # -- rules, rounding ------------------------------------------------------------------
+
+
+def test_revenue_rules_survive_asdict_replace_and_pickle() -> None:
+    rates = {"EUR": "1.08"}
+    rules = RevenueRules(reporting_currency="usd", exchange_rates=rates)
+    rates["EUR"] = "9"
+    assert rules.exchange_rates == {"eur": Decimal("1.08")}
+    assert dataclasses.asdict(rules)["exchange_rates"] == {"eur": Decimal("1.08")}
+    assert dataclasses.replace(rules, subtract_once_discounts=True).exchange_rates == {
+        "eur": Decimal("1.08")
+    }
+    assert pickle.loads(pickle.dumps(rules)) == rules
+    error = pickle.loads(pickle.dumps(MissingExchangeRate("gbp", "usd")))
+    assert error.currency == "gbp" and "GBP" in str(error)
 
 
 def test_revenue_rules_are_validated_and_normalized() -> None:

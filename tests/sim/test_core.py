@@ -159,7 +159,9 @@ def test_lists_are_newest_first_with_cursors_and_created_filters() -> None:
         assert [c.id for c in page2.data] == newest_first[10:20]
         back = client.v1.customers.list(params={"limit": 5, "ending_before": page2.data[0].id})
         assert [c.id for c in back.data] == newest_first[5:10]
-        everything = [c.id for c in client.v1.customers.list(params={"limit": 7}).auto_paging_iter()]
+        everything = [
+            c.id for c in client.v1.customers.list(params={"limit": 7}).auto_paging_iter()
+        ]
         assert everything == newest_first
         window = client.v1.customers.list(
             params={"created": {"gte": start + 50, "lt": start + 100}, "limit": 100}
@@ -255,7 +257,10 @@ def test_transient_500s_are_retried_by_the_sdk() -> None:
             client.v1.customers.create(params={"email": "retry@example.com"})
         srv.sim.knobs.error_rate = 0.0
         # Retries reuse the SDK's idempotency key, so nothing is created twice.
-        assert len(client.v1.customers.list(params={"email": "retry@example.com", "limit": 100}).data) == 10
+        assert (
+            len(client.v1.customers.list(params={"email": "retry@example.com", "limit": 100}).data)
+            == 10
+        )
 
 
 # -- ground truth ------------------------------------------------------------------------

@@ -107,7 +107,9 @@ def test_sign_matches_the_sdk() -> None:
 
 
 def test_chaos_knobs_duplicate_and_drop(receiver: Receiver) -> None:
-    knobs = _fast_knobs(webhook_duplicate_rate=0.3, webhook_drop_rate=0.2, webhook_shuffle=True, seed=7)
+    knobs = _fast_knobs(
+        webhook_duplicate_rate=0.3, webhook_drop_rate=0.2, webhook_shuffle=True, seed=7
+    )
     with SimServer(knobs=knobs) as srv:
         client = srv.client()
         client.v1.webhook_endpoints.create(
@@ -125,7 +127,9 @@ def test_chaos_knobs_duplicate_and_drop(receiver: Receiver) -> None:
             time.sleep(0.05)
         ids = [json.loads(body)["id"] for _, body in receiver.requests]
         counts = Counter(ids)
-        statuses = dict(srv.sim.db.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
+        statuses = dict(
+            srv.sim.db.execute("SELECT status, count(*) FROM deliveries GROUP BY status")
+        )
         assert statuses.get("dropped", 0) > 0
         assert any(n > 1 for n in counts.values()), "some events delivered twice"
         assert len(counts) == 40 - statuses["dropped"]

@@ -39,13 +39,32 @@ def _decimal_str(value: Any, param: str) -> str:
 # -- products ---------------------------------------------------------------------------
 
 PRODUCT_PARAMS = {
-    "active", "default_price_data", "description", "id", "images", "marketing_features",
-    "metadata", "name", "package_dimensions", "shippable", "statement_descriptor",
-    "tax_code", "type", "unit_label", "url",
+    "active",
+    "default_price_data",
+    "description",
+    "id",
+    "images",
+    "marketing_features",
+    "metadata",
+    "name",
+    "package_dimensions",
+    "shippable",
+    "statement_descriptor",
+    "tax_code",
+    "type",
+    "unit_label",
+    "url",
 }
 
 
-def new_product(sim: Simulator, ctx: Ctx, name: str, *, product_id: str | None = None, created: int | None = None) -> dict[str, Any]:
+def new_product(
+    sim: Simulator,
+    ctx: Ctx,
+    name: str,
+    *,
+    product_id: str | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
     now = created if created is not None else sim.now()
     return {
         "id": product_id or sim.new_id("prod"),
@@ -92,7 +111,9 @@ def create_product(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str
     if not params.get("name"):
         raise required("name")
     if params.get("id") and sim.db.get(ctx.acct, params["id"], include_deleted=True):
-        raise SimAPIError(400, f"Product already exists.", code="resource_already_exists", param="id")
+        raise SimAPIError(
+            400, "Product already exists.", code="resource_already_exists", param="id"
+        )
     product = new_product(sim, ctx, params["name"], product_id=params.get("id") or None)
     _apply_product(product, params)
     sim.save(ctx, product, links={"active": str(product["active"]).lower()})
@@ -116,12 +137,16 @@ def load_product(sim: Simulator, ctx: Ctx, product_id: str, param: str = "id") -
 
 
 @route("GET", "/v1/products/{product_id}", resource="products")
-def retrieve_product(sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id: str) -> dict[str, Any]:
+def retrieve_product(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id: str
+) -> dict[str, Any]:
     return load_product(sim, ctx, product_id)
 
 
 @route("POST", "/v1/products/{product_id}", resource="products")
-def update_product(sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id: str) -> dict[str, Any]:
+def update_product(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id: str
+) -> dict[str, Any]:
     check_params(params, PRODUCT_PARAMS - {"id", "default_price_data", "type"} | {"default_price"})
     product = load_product(sim, ctx, product_id)
     old = dict(product)
@@ -131,7 +156,9 @@ def update_product(sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id:
         if price_id is not None:
             price = load_price(sim, ctx, price_id, param="default_price")
             if price["product"] != product_id:
-                raise SimAPIError(400, "The default price must belong to this product.", param="default_price")
+                raise SimAPIError(
+                    400, "The default price must belong to this product.", param="default_price"
+                )
         product["default_price"] = price_id
     product["updated"] = sim.now()
     sim.save(ctx, product, links={"active": str(product["active"]).lower()})
@@ -140,7 +167,9 @@ def update_product(sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id:
 
 
 @route("DELETE", "/v1/products/{product_id}", resource="products")
-def delete_product(sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id: str) -> dict[str, Any]:
+def delete_product(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id: str
+) -> dict[str, Any]:
     product = load_product(sim, ctx, product_id)
     if sim.db.list(ctx.acct, "price", limit=1, links={"product": product_id}).data:
         raise SimAPIError(
@@ -155,20 +184,53 @@ def delete_product(sim: Simulator, ctx: Ctx, params: dict[str, Any], product_id:
 
 @route("GET", "/v1/products", resource="products")
 def list_products(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    check_params(params, {"active", "created", "ending_before", "ids", "limit", "shippable", "starting_after", "url"})
+    check_params(
+        params,
+        {
+            "active",
+            "created",
+            "ending_before",
+            "ids",
+            "limit",
+            "shippable",
+            "starting_after",
+            "url",
+        },
+    )
     links = {}
     if params.get("active") not in (None, ""):
         links["active"] = str(forms.as_bool(params, "active")).lower()
-    return sim.paginate(ctx, params, "product", "/v1/products", created=forms.created_filter(params), links=links or None)
+    return sim.paginate(
+        ctx,
+        params,
+        "product",
+        "/v1/products",
+        created=forms.created_filter(params),
+        links=links or None,
+    )
 
 
 # -- prices -----------------------------------------------------------------------------
 
 PRICE_PARAMS = {
-    "active", "billing_scheme", "currency", "currency_options", "custom_unit_amount",
-    "lookup_key", "metadata", "nickname", "product", "product_data", "recurring",
-    "tax_behavior", "tiers", "tiers_mode", "transfer_lookup_key", "transform_quantity",
-    "unit_amount", "unit_amount_decimal",
+    "active",
+    "billing_scheme",
+    "currency",
+    "currency_options",
+    "custom_unit_amount",
+    "lookup_key",
+    "metadata",
+    "nickname",
+    "product",
+    "product_data",
+    "recurring",
+    "tax_behavior",
+    "tiers",
+    "tiers_mode",
+    "transfer_lookup_key",
+    "transform_quantity",
+    "unit_amount",
+    "unit_amount_decimal",
 }
 
 
@@ -183,23 +245,37 @@ def _tiers(params: dict[str, Any], currency: str) -> list[dict[str, Any]]:
         up_to = None if tier["up_to"] == "inf" else forms.as_int(tier, "up_to", minimum=1)
         flat = tier.get("flat_amount_decimal") or tier.get("flat_amount")
         unit = tier.get("unit_amount_decimal") or tier.get("unit_amount")
-        flat_dec = _decimal_str(flat, f"tiers[{i}][flat_amount]") if flat not in (None, "") else None
-        unit_dec = _decimal_str(unit, f"tiers[{i}][unit_amount]") if unit not in (None, "") else None
+        flat_dec = (
+            _decimal_str(flat, f"tiers[{i}][flat_amount]") if flat not in (None, "") else None
+        )
+        unit_dec = (
+            _decimal_str(unit, f"tiers[{i}][unit_amount]") if unit not in (None, "") else None
+        )
         tiers.append(
             {
-                "flat_amount": int(Decimal(flat_dec)) if flat_dec is not None and Decimal(flat_dec) == int(Decimal(flat_dec)) else None,
+                "flat_amount": int(Decimal(flat_dec))
+                if flat_dec is not None and Decimal(flat_dec) == int(Decimal(flat_dec))
+                else None,
                 "flat_amount_decimal": flat_dec,
-                "unit_amount": int(Decimal(unit_dec)) if unit_dec is not None and Decimal(unit_dec) == int(Decimal(unit_dec)) else None,
+                "unit_amount": int(Decimal(unit_dec))
+                if unit_dec is not None and Decimal(unit_dec) == int(Decimal(unit_dec))
+                else None,
                 "unit_amount_decimal": unit_dec,
                 "up_to": up_to,
             }
         )
     if tiers[-1]["up_to"] is not None:
-        raise SimAPIError(400, "The last tier must have up_to set to inf.", param=f"tiers[{len(tiers) - 1}][up_to]")
+        raise SimAPIError(
+            400,
+            "The last tier must have up_to set to inf.",
+            param=f"tiers[{len(tiers) - 1}][up_to]",
+        )
     return tiers
 
 
-def _create_price(sim: Simulator, ctx: Ctx, params: dict[str, Any], *, created: int | None = None) -> dict[str, Any]:
+def _create_price(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], *, created: int | None = None
+) -> dict[str, Any]:
     check_params(params, PRICE_PARAMS)
     if not params.get("currency"):
         raise required("currency")
@@ -268,9 +344,16 @@ def _create_price(sim: Simulator, ctx: Ctx, params: dict[str, Any], *, created: 
         divide_by = forms.as_int(tq, "divide_by", minimum=1)
         if divide_by is None:
             raise required("transform_quantity[divide_by]")
-        transform = {"divide_by": divide_by, "round": forms.as_enum(tq, "round", ("up", "down")) or "up"}
+        transform = {
+            "divide_by": divide_by,
+            "round": forms.as_enum(tq, "round", ("up", "down")) or "up",
+        }
         if billing_scheme == "tiered":
-            raise SimAPIError(400, "transform_quantity cannot be used with tiered prices.", param="transform_quantity")
+            raise SimAPIError(
+                400,
+                "transform_quantity cannot be used with tiered prices.",
+                param="transform_quantity",
+            )
     price = {
         "id": sim.new_id("price"),
         "object": "price",
@@ -285,7 +368,9 @@ def _create_price(sim: Simulator, ctx: Ctx, params: dict[str, Any], *, created: 
         "nickname": params.get("nickname") or None,
         "product": product["id"],
         "recurring": recurring,
-        "tax_behavior": forms.as_enum(params, "tax_behavior", ("inclusive", "exclusive", "unspecified"), "unspecified"),
+        "tax_behavior": forms.as_enum(
+            params, "tax_behavior", ("inclusive", "exclusive", "unspecified"), "unspecified"
+        ),
         "tiers_mode": tiers_mode,
         "transform_quantity": transform,
         "type": "recurring" if recurring else "one_time",
@@ -326,13 +411,26 @@ def load_price(sim: Simulator, ctx: Ctx, price_id: str, param: str = "id") -> di
 
 
 @route("GET", "/v1/prices/{price_id}", resource="prices")
-def retrieve_price(sim: Simulator, ctx: Ctx, params: dict[str, Any], price_id: str) -> dict[str, Any]:
+def retrieve_price(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], price_id: str
+) -> dict[str, Any]:
     return load_price(sim, ctx, price_id)
 
 
 @route("POST", "/v1/prices/{price_id}", resource="prices")
 def update_price(sim: Simulator, ctx: Ctx, params: dict[str, Any], price_id: str) -> dict[str, Any]:
-    check_params(params, {"active", "lookup_key", "metadata", "nickname", "tax_behavior", "transfer_lookup_key", "currency_options"})
+    check_params(
+        params,
+        {
+            "active",
+            "lookup_key",
+            "metadata",
+            "nickname",
+            "tax_behavior",
+            "transfer_lookup_key",
+            "currency_options",
+        },
+    )
     price = load_price(sim, ctx, price_id)
     old = dict(price)
     if "active" in params:
@@ -346,7 +444,9 @@ def update_price(sim: Simulator, ctx: Ctx, params: dict[str, Any], price_id: str
     if "tax_behavior" in params:
         if price["tax_behavior"] != "unspecified":
             raise SimAPIError(400, "tax_behavior cannot be changed once set.", param="tax_behavior")
-        price["tax_behavior"] = forms.as_enum(params, "tax_behavior", ("inclusive", "exclusive", "unspecified"))
+        price["tax_behavior"] = forms.as_enum(
+            params, "tax_behavior", ("inclusive", "exclusive", "unspecified")
+        )
     save_price(sim, ctx, price)
     emit_updated(sim, ctx, "price.updated", old, price)
     return price
@@ -354,7 +454,21 @@ def update_price(sim: Simulator, ctx: Ctx, params: dict[str, Any], price_id: str
 
 @route("GET", "/v1/prices", resource="prices")
 def list_prices(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    check_params(params, {"active", "created", "currency", "ending_before", "limit", "lookup_keys", "product", "recurring", "starting_after", "type"})
+    check_params(
+        params,
+        {
+            "active",
+            "created",
+            "currency",
+            "ending_before",
+            "limit",
+            "lookup_keys",
+            "product",
+            "recurring",
+            "starting_after",
+            "type",
+        },
+    )
     links: dict[str, str] = {}
     if params.get("active") not in (None, ""):
         links["active"] = str(forms.as_bool(params, "active")).lower()
@@ -364,7 +478,14 @@ def list_prices(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, A
     if params.get("lookup_keys"):
         keys = forms.as_list(params, "lookup_keys")
         links["lookup_key"] = keys[0]
-    return sim.paginate(ctx, params, "price", "/v1/prices", created=forms.created_filter(params), links=links or None)
+    return sim.paginate(
+        ctx,
+        params,
+        "price",
+        "/v1/prices",
+        created=forms.created_filter(params),
+        links=links or None,
+    )
 
 
 # -- plans (legacy) ---------------------------------------------------------------------
@@ -402,11 +523,28 @@ def plan_from_price(price: dict[str, Any]) -> dict[str, Any] | None:
 
 @route("POST", "/v1/plans", resource="plans")
 def create_plan(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    check_params(params, {
-        "active", "amount", "amount_decimal", "billing_scheme", "currency", "id", "interval",
-        "interval_count", "metadata", "meter", "nickname", "product", "tiers", "tiers_mode",
-        "transform_usage", "trial_period_days", "usage_type",
-    })
+    check_params(
+        params,
+        {
+            "active",
+            "amount",
+            "amount_decimal",
+            "billing_scheme",
+            "currency",
+            "id",
+            "interval",
+            "interval_count",
+            "metadata",
+            "meter",
+            "nickname",
+            "product",
+            "tiers",
+            "tiers_mode",
+            "transform_usage",
+            "trial_period_days",
+            "usage_type",
+        },
+    )
     if not params.get("interval"):
         raise required("interval")
     price_params: dict[str, Any] = {
@@ -415,7 +553,11 @@ def create_plan(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, A
             "interval": params["interval"],
             "interval_count": params.get("interval_count", "1"),
             "usage_type": params.get("usage_type", "licensed"),
-            **({"trial_period_days": params["trial_period_days"]} if params.get("trial_period_days") else {}),
+            **(
+                {"trial_period_days": params["trial_period_days"]}
+                if params.get("trial_period_days")
+                else {}
+            ),
         },
     }
     product = params.get("product")
@@ -425,7 +567,11 @@ def create_plan(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, A
         price_params["product"] = product
     else:
         raise required("product")
-    for src, dst in (("amount", "unit_amount"), ("amount_decimal", "unit_amount_decimal"), ("transform_usage", "transform_quantity")):
+    for src, dst in (
+        ("amount", "unit_amount"),
+        ("amount_decimal", "unit_amount_decimal"),
+        ("transform_usage", "transform_quantity"),
+    ):
         if params.get(src) not in (None, ""):
             price_params[dst] = params[src]
     for key in ("billing_scheme", "tiers", "tiers_mode", "nickname", "metadata", "active"):
@@ -434,7 +580,9 @@ def create_plan(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, A
     price = _create_price(sim, ctx, price_params)
     if params.get("id"):
         if sim.db.get(ctx.acct, params["id"], include_deleted=True):
-            raise SimAPIError(400, "Plan already exists.", code="resource_already_exists", param="id")
+            raise SimAPIError(
+                400, "Plan already exists.", code="resource_already_exists", param="id"
+            )
         sim.db.execute("DELETE FROM objects WHERE acct=? AND id=?", (ctx.acct, price["id"]))
         sim.db.execute("DELETE FROM links WHERE acct=? AND id=?", (ctx.acct, price["id"]))
         price["id"] = params["id"]
@@ -456,13 +604,17 @@ def retrieve_plan(sim: Simulator, ctx: Ctx, params: dict[str, Any], plan_id: str
 
 @route("GET", "/v1/plans", resource="plans")
 def list_plans(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    check_params(params, {"active", "created", "ending_before", "limit", "product", "starting_after"})
+    check_params(
+        params, {"active", "created", "ending_before", "limit", "product", "starting_after"}
+    )
     links: dict[str, str] = {"type": "recurring"}
     if params.get("active") not in (None, ""):
         links["active"] = str(forms.as_bool(params, "active")).lower()
     if params.get("product"):
         links["product"] = params["product"]
-    body = sim.paginate(ctx, params, "price", "/v1/plans", created=forms.created_filter(params), links=links)
+    body = sim.paginate(
+        ctx, params, "price", "/v1/plans", created=forms.created_filter(params), links=links
+    )
     body["data"] = [plan_from_price(p) for p in body["data"]]
     return body
 
@@ -470,8 +622,17 @@ def list_plans(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, An
 # -- coupons and discounts --------------------------------------------------------------
 
 COUPON_PARAMS = {
-    "amount_off", "applies_to", "currency", "currency_options", "duration",
-    "duration_in_months", "id", "max_redemptions", "metadata", "name", "percent_off",
+    "amount_off",
+    "applies_to",
+    "currency",
+    "currency_options",
+    "duration",
+    "duration_in_months",
+    "id",
+    "max_redemptions",
+    "metadata",
+    "name",
+    "percent_off",
     "redeem_by",
 }
 
@@ -482,7 +643,9 @@ def create_coupon(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str,
     percent = params.get("percent_off")
     amount = params.get("amount_off")
     if (percent in (None, "")) == (amount in (None, "")):
-        raise SimAPIError(400, "You must pass exactly one of percent_off or amount_off.", param="percent_off")
+        raise SimAPIError(
+            400, "You must pass exactly one of percent_off or amount_off.", param="percent_off"
+        )
     percent_off: float | None = None
     if percent not in (None, ""):
         try:
@@ -490,17 +653,25 @@ def create_coupon(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str,
         except ValueError:
             raise SimAPIError(400, f"Invalid decimal: {percent}", param="percent_off") from None
         if not 0 < percent_off <= 100:
-            raise SimAPIError(400, "Invalid percent_off: must be between 0 and 100.", param="percent_off")
+            raise SimAPIError(
+                400, "Invalid percent_off: must be between 0 and 100.", param="percent_off"
+            )
     amount_off = forms.as_int(params, "amount_off", minimum=1) if amount not in (None, "") else None
     currency = None
     if amount_off is not None:
         if not params.get("currency"):
-            raise SimAPIError(400, "You must pass currency when passing amount_off.", param="currency")
+            raise SimAPIError(
+                400, "You must pass currency when passing amount_off.", param="currency"
+            )
         currency = ensure_currency(params["currency"])
     duration = forms.as_enum(params, "duration", ("forever", "once", "repeating"), "once")
     months = forms.as_int(params, "duration_in_months", minimum=1)
     if duration == "repeating" and months is None:
-        raise SimAPIError(400, "You must pass duration_in_months when duration is repeating.", param="duration_in_months")
+        raise SimAPIError(
+            400,
+            "You must pass duration_in_months when duration is repeating.",
+            param="duration_in_months",
+        )
     coupon_id = params.get("id") or sim.random_chars(8)
     if sim.db.get(ctx.acct, coupon_id, include_deleted=True):
         raise SimAPIError(400, "Coupon already exists.", code="resource_already_exists", param="id")
@@ -529,7 +700,9 @@ def create_coupon(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str,
     return coupon
 
 
-def resolve_coupon(sim: Simulator, ctx: Ctx, coupon_id: str, *, param: str = "coupon") -> dict[str, Any]:
+def resolve_coupon(
+    sim: Simulator, ctx: Ctx, coupon_id: str, *, param: str = "coupon"
+) -> dict[str, Any]:
     coupon = sim.db.get(ctx.acct, coupon_id)
     if coupon is None or coupon.get("object") != "coupon":
         raise missing(coupon_id, param=param, kind="coupon")
@@ -579,12 +752,16 @@ def make_discount(
 
 
 @route("GET", "/v1/coupons/{coupon_id}", resource="coupons")
-def retrieve_coupon(sim: Simulator, ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str, Any]:
+def retrieve_coupon(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], coupon_id: str
+) -> dict[str, Any]:
     return sim.get(ctx, coupon_id, kind="coupon", object_type="coupon")
 
 
 @route("POST", "/v1/coupons/{coupon_id}", resource="coupons")
-def update_coupon(sim: Simulator, ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str, Any]:
+def update_coupon(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], coupon_id: str
+) -> dict[str, Any]:
     check_params(params, {"metadata", "name", "currency_options"})
     coupon = sim.get(ctx, coupon_id, kind="coupon", object_type="coupon")
     old = dict(coupon)
@@ -598,7 +775,9 @@ def update_coupon(sim: Simulator, ctx: Ctx, params: dict[str, Any], coupon_id: s
 
 
 @route("DELETE", "/v1/coupons/{coupon_id}", resource="coupons")
-def delete_coupon(sim: Simulator, ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str, Any]:
+def delete_coupon(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], coupon_id: str
+) -> dict[str, Any]:
     coupon = sim.get(ctx, coupon_id, kind="coupon", object_type="coupon")
     sim.db.mark_deleted(ctx.acct, coupon_id)
     sim.emit(ctx, "coupon.deleted", coupon)

@@ -35,7 +35,15 @@ def diff(old: Any, new: Any) -> dict[str, Any]:
     return out
 
 
-def emit_updated(sim: Simulator, ctx: Ctx, event_type: str, old: dict[str, Any], new: dict[str, Any], *, automatic: bool = False) -> dict[str, Any] | None:
+def emit_updated(
+    sim: Simulator,
+    ctx: Ctx,
+    event_type: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    *,
+    automatic: bool = False,
+) -> dict[str, Any] | None:
     """Emit ``*.updated`` only when something visible changed (as Stripe does)."""
     previous = diff(old, new)
     if not previous:
@@ -54,6 +62,20 @@ def ensure_currency(value: Any, param: str = "currency") -> str:
 
 
 ZERO_DECIMAL = {
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
-    "vuv", "xaf", "xof", "xpf",
+    "bif",
+    "clp",
+    "djf",
+    "gnf",
+    "jpy",
+    "kmf",
+    "krw",
+    "mga",
+    "pyg",
+    "rwf",
+    "ugx",
+    "vnd",
+    "vuv",
+    "xaf",
+    "xof",
+    "xpf",
 }

@@ -14,12 +14,32 @@ from stripesync.sim.resources.common import check_params, deleted_stub, emit_upd
 
 ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 CREATE_PARAMS = {
-    "address", "balance", "coupon", "description", "email", "invoice_prefix",
-    "invoice_settings", "metadata", "name", "next_invoice_sequence", "payment_method",
-    "phone", "preferred_locales", "promotion_code", "shipping", "source", "tax",
-    "tax_exempt", "tax_id_data", "test_clock", "cash_balance",
+    "address",
+    "balance",
+    "coupon",
+    "description",
+    "email",
+    "invoice_prefix",
+    "invoice_settings",
+    "metadata",
+    "name",
+    "next_invoice_sequence",
+    "payment_method",
+    "phone",
+    "preferred_locales",
+    "promotion_code",
+    "shipping",
+    "source",
+    "tax",
+    "tax_exempt",
+    "tax_id_data",
+    "test_clock",
+    "cash_balance",
 }
-UPDATE_PARAMS = (CREATE_PARAMS - {"payment_method", "tax_id_data", "test_clock"}) | {"default_source", "discounts"}
+UPDATE_PARAMS = (CREATE_PARAMS - {"payment_method", "tax_id_data", "test_clock"}) | {
+    "default_source",
+    "discounts",
+}
 
 
 def _address(value: Any, param: str) -> dict[str, Any] | None:
@@ -29,7 +49,9 @@ def _address(value: Any, param: str) -> dict[str, Any] | None:
         raise SimAPIError(400, f"Invalid hash: {param}", param=param)
     for key in value:
         if key not in ADDRESS_FIELDS:
-            raise SimAPIError(400, f"Received unknown parameter: {param}[{key}]", param=f"{param}[{key}]")
+            raise SimAPIError(
+                400, f"Received unknown parameter: {param}[{key}]", param=f"{param}[{key}]"
+            )
     return {f: value.get(f) or None for f in ADDRESS_FIELDS}
 
 
@@ -56,7 +78,9 @@ def _apply(sim: Simulator, ctx: Ctx, customer: dict[str, Any], params: dict[str,
     if "preferred_locales" in params:
         customer["preferred_locales"] = forms.as_list(params, "preferred_locales")
     if "tax_exempt" in params:
-        customer["tax_exempt"] = forms.as_enum(params, "tax_exempt", ("none", "exempt", "reverse"), "none")
+        customer["tax_exempt"] = forms.as_enum(
+            params, "tax_exempt", ("none", "exempt", "reverse"), "none"
+        )
     if "invoice_prefix" in params:
         customer["invoice_prefix"] = params["invoice_prefix"]
     if "invoice_settings" in params:
@@ -67,7 +91,11 @@ def _apply(sim: Simulator, ctx: Ctx, customer: dict[str, Any], params: dict[str,
             if pm_id is not None:
                 pm = sim.db.get(ctx.acct, pm_id)
                 if pm is None or pm.get("object") != "payment_method":
-                    raise missing(pm_id, param="invoice_settings[default_payment_method]", kind="PaymentMethod")
+                    raise missing(
+                        pm_id,
+                        param="invoice_settings[default_payment_method]",
+                        kind="PaymentMethod",
+                    )
                 if pm.get("customer") not in (None, customer["id"]):
                     raise SimAPIError(
                         400,
@@ -193,7 +221,9 @@ def delete(sim: Simulator, ctx: Ctx, params: dict[str, Any], customer_id: str) -
     return deleted_stub(customer)
 
 
-def delete_customer(sim: Simulator, ctx: Ctx, customer: dict[str, Any], *, automatic: bool = False) -> None:
+def delete_customer(
+    sim: Simulator, ctx: Ctx, customer: dict[str, Any], *, automatic: bool = False
+) -> None:
     """Stripe cancels a deleted customer's subscriptions first, each with its own event."""
     with contextlib.suppress(ModuleNotFoundError):
         subs = importlib.import_module("stripesync.sim.resources.subscriptions")
@@ -203,21 +233,34 @@ def delete_customer(sim: Simulator, ctx: Ctx, customer: dict[str, Any], *, autom
 
 
 @route("DELETE", "/v1/customers/{customer_id}/discount", resource="customers")
-def delete_discount(sim: Simulator, ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
+def delete_discount(
+    sim: Simulator, ctx: Ctx, params: dict[str, Any], customer_id: str
+) -> dict[str, Any]:
     customer = load(sim, ctx, customer_id)
     discount = customer.get("discount")
     if not discount:
-        raise SimAPIError(404, f"No active discount for customer: {customer_id}", code="resource_missing")
+        raise SimAPIError(
+            404, f"No active discount for customer: {customer_id}", code="resource_missing"
+        )
     old = dict(customer)
     customer["discount"] = None
     save_customer(sim, ctx, customer)
     sim.emit(ctx, "customer.discount.deleted", discount)
     emit_updated(sim, ctx, "customer.updated", old, customer)
-    return {**deleted_stub(discount), **{k: discount[k] for k in discount if k != "object"}, "object": "discount", "deleted": True}
+    return {
+        **deleted_stub(discount),
+        **{k: discount[k] for k in discount if k != "object"},
+        "object": "discount",
+        "deleted": True,
+    }
 
 
 @route("GET", "/v1/customers", resource="customers")
 def list_(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    check_params(params, {"created", "email", "ending_before", "limit", "starting_after", "test_clock"})
+    check_params(
+        params, {"created", "email", "ending_before", "limit", "starting_after", "test_clock"}
+    )
     links = {"email": params["email"]} if params.get("email") else None
-    return sim.paginate(ctx, params, "customer", "/v1/customers", created=forms.created_filter(params), links=links)
+    return sim.paginate(
+        ctx, params, "customer", "/v1/customers", created=forms.created_filter(params), links=links
+    )

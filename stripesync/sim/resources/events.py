@@ -22,18 +22,34 @@ def retrieve(sim: Simulator, ctx: Ctx, params: dict[str, Any], event_id: str) ->
 def list_(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     check_params(
         params,
-        {"created", "delivery_success", "ending_before", "limit", "starting_after", "type", "types"},
+        {
+            "created",
+            "delivery_success",
+            "ending_before",
+            "limit",
+            "starting_after",
+            "type",
+            "types",
+        },
     )
     limit = forms.as_int(params, "limit", 10, minimum=1, maximum=100)
     assert limit is not None
     types = forms.as_list(params, "types")
     if params.get("type"):
         if types:
-            raise SimAPIError(400, "You may only specify one of these parameters: type, types.", param="type")
+            raise SimAPIError(
+                400, "You may only specify one of these parameters: type, types.", param="type"
+            )
         kind = params["type"]
         if "*" in kind:
             prefix = kind.split("*", 1)[0]
-            types = [t for (t,) in sim.db.execute("SELECT DISTINCT type FROM events WHERE acct=?", (ctx.acct,)) if t.startswith(prefix)] or ["__none__"]
+            types = [
+                t
+                for (t,) in sim.db.execute(
+                    "SELECT DISTINCT type FROM events WHERE acct=?", (ctx.acct,)
+                )
+                if t.startswith(prefix)
+            ] or ["__none__"]
         else:
             types = [kind]
     starting_after = params.get("starting_after") or None
@@ -49,5 +65,9 @@ def list_(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             types=types or None,
         )
     except KeyError as exc:
-        raise missing(str(exc.args[0]), param="starting_after" if starting_after else "ending_before", kind="event") from None
+        raise missing(
+            str(exc.args[0]),
+            param="starting_after" if starting_after else "ending_before",
+            kind="event",
+        ) from None
     return {"object": "list", "data": page.data, "has_more": page.has_more, "url": "/v1/events"}

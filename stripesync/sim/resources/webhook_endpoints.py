@@ -16,7 +16,9 @@ PARAMS = {"api_version", "connect", "description", "enabled_events", "metadata",
 def _url(value: Any) -> str:
     parsed = urlparse(str(value))
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise SimAPIError(400, f"Invalid URL: {value}. URLs must begin with http:// or https://", param="url")
+        raise SimAPIError(
+            400, f"Invalid URL: {value}. URLs must begin with http:// or https://", param="url"
+        )
     return str(value)
 
 
@@ -26,7 +28,9 @@ def _events(params: dict[str, Any]) -> list[str]:
         raise required("enabled_events")
     for i, name in enumerate(events):
         if not isinstance(name, str) or (name != "*" and "." not in name):
-            raise SimAPIError(400, f"Invalid enabled_events[{i}]: {name}", param=f"enabled_events[{i}]")
+            raise SimAPIError(
+                400, f"Invalid enabled_events[{i}]: {name}", param=f"enabled_events[{i}]"
+            )
     return events
 
 
