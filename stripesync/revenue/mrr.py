@@ -341,10 +341,8 @@ def _read_discount(
     percent_off = coupon.get("percent_off")
     if percent_off is not None:
         percent = exact(percent_off, what=f"coupon {coupon_id}.percent_off")
-        return _Discount(
-            discount_id, coupon_id, level, min(max(percent, Fraction(0)), Fraction(100)),
-            None, products,
-        )  # fmt: skip
+        percent = min(max(percent, Fraction(0)), Fraction(100))
+        return _Discount(discount_id, coupon_id, level, percent, None, products)
     amount_off = _amount_off_in(coupon, currency)
     if amount_off is None:
         return IgnoredDiscount(
@@ -423,10 +421,9 @@ def _apply(discount: _Discount, targets: Sequence[_Work], ignored: list[IgnoredD
         for work in eligible:
             work.take(discount, work.remaining * factor)
         return
-    assert discount.amount_off is not None
     # Once per invoice, and an eligible invoice comes every shortest eligible period.
     months = min(work.pricing.months for work in eligible)
-    wanted = Fraction(discount.amount_off) / months
+    wanted = Fraction(discount.amount_off or 0) / months
     pool = sum((work.remaining for work in eligible), Fraction(0))
     taken = min(pool, max(wanted, Fraction(0)))
     for work in eligible:
@@ -454,10 +451,8 @@ def _apply_discounts(
             else:
                 _apply(read, targets, ignored)
 
-    for work in works:
-        entries = item_discount_entries(work.item)
-        if work.counted:
-            run(entries, "item", [work])
+    for work in counted:
+        run(item_discount_entries(work.item), "item", [work])
     sub_entries = subscription_discount_entries(subscription)
     run(sub_entries, "subscription", counted)
 
@@ -499,10 +494,19 @@ def _work_for(item: StripeObject, now: float) -> _Work:
     quantity = _quantity(item)
     own = any(_is_current(entry, now) for entry in item_discount_entries(item))
     if pricing.metered:
+        nothing = Fraction(0)
         return _Work(
-            item, pricing, quantity, 0, False, Fraction(0), Fraction(0), Fraction(0), own,
+            item=item,
+            pricing=pricing,
+            quantity=quantity,
+            billed_quantity=0,
+            counted=False,
+            amount_per_period=nothing,
+            monthly_before_discounts=nothing,
+            remaining=nothing,
+            has_own_discount=own,
             note="metered usage is excluded (rule 4)",
-        )  # fmt: skip
+        )
     billed, amount = _period_amount(pricing, quantity)
     monthly = amount / pricing.months
     return _Work(item, pricing, quantity, billed, True, amount, monthly, monthly, own)
@@ -642,7 +646,8 @@ class SubscriptionRevenue:
 class CustomerRevenue:
     """A customer's revenue traits, each traceable to the subscriptions listed with it.
 
-    ``all_mrr`` and ``arr`` hold one entry per currency with a paying subscription.
+    ``all_mrr`` and ``arr`` hold one entry per currency in which some subscription has
+    an exact MRR above 0 (so an entry can be 0 when that MRR rounds down to 0).
     ``mrr`` is the single-subscription trait of rule 13, in ``mrr_currency``; its parts
     are ``primary_subscription_mrr`` (S) and ``last_invoice_mrr`` (L, from
     ``last_invoice_id``). ``reporting_mrr`` and ``reporting_arr`` are set when the rules
@@ -803,7 +808,9 @@ def customer_revenue(
     all_mrr: dict[str, int] = {}
     arr: dict[str, int] = {}
     for row in rows:
-        if row.paying:
+        # Exact, not rounded, MRR decides: 1/3 cent a month rounds to an MRR of 0 but to
+        # an ARR of 4, and the customer's ARR must still be the sum of its rows.
+        if row.exact_mrr > 0:
             all_mrr[row.currency] = all_mrr.get(row.currency, 0) + row.mrr
             arr[row.currency] = arr.get(row.currency, 0) + row.arr
 

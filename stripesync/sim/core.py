@@ -121,6 +121,18 @@ class Route:
 
 ROUTES: list[Route] = []
 
+#: Clock callbacks by timer kind: ``fn(sim, ctx, obj_id, at)`` runs what is due and may
+#: schedule the next timer (see ``stripesync.sim.clock``).
+TIMER_HANDLERS: dict[str, Callable[..., None]] = {}
+
+
+def timer_handler(kind: str) -> Callable[[Handler], Handler]:
+    def decorate(fn: Handler) -> Handler:
+        TIMER_HANDLERS[kind] = fn
+        return fn
+
+    return decorate
+
 
 def route(
     method: str, template: str, *, resource: str | None, access: str | None = None
@@ -290,6 +302,21 @@ class Simulator:
             self.db.meta_set("clock_now", str(int(at)))
         else:
             self.db.meta_set("clock_offset", str(at - time.time()))
+
+    def system_context(self, acct: str) -> Ctx:
+        """The context of what Stripe does on its own (clock-driven changes)."""
+        account, _, mode = acct.partition(":")
+        return Ctx(
+            acct=acct,
+            account=account,
+            livemode=mode == "live",
+            key="",
+            api_version=self.account_version(account),
+        )
+
+    def schedule(self, ctx: Ctx, kind: str, obj_id: str, at: int | None) -> None:
+        """Ask the clock to call ``TIMER_HANDLERS[kind]`` for the object at ``at``."""
+        self.db.set_timer(ctx.acct, kind, obj_id, at)
 
     # -- ids ----------------------------------------------------------------------------
 

@@ -91,6 +91,14 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timers (
+    acct TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    obj_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (acct, kind, obj_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS timers_due ON timers (at);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -487,6 +495,45 @@ class SimDB:
         with self:
             cur = self.conn.execute("DELETE FROM events WHERE created < ?", (before,))
             return cur.rowcount
+
+    # -- timers (what Stripe will do on its own, and when) ------------------------------
+
+    def set_timer(self, acct: str, kind: str, obj_id: str, at: int | None) -> None:
+        """Schedule (or with ``at=None`` cancel) the next automatic action on an object."""
+        with self:
+            if at is None:
+                self.conn.execute(
+                    "DELETE FROM timers WHERE acct=? AND kind=? AND obj_id=?", (acct, kind, obj_id)
+                )
+            else:
+                self.conn.execute(
+                    "INSERT INTO timers(acct, kind, obj_id, at) VALUES (?,?,?,?) "
+                    "ON CONFLICT(acct, kind, obj_id) DO UPDATE SET at=excluded.at",
+                    (acct, kind, obj_id, int(at)),
+                )
+
+    def set_timers(self, rows: Sequence[tuple[str, str, str, int]]) -> None:
+        with self:
+            self.conn.executemany(
+                "INSERT INTO timers(acct, kind, obj_id, at) VALUES (?,?,?,?) "
+                "ON CONFLICT(acct, kind, obj_id) DO UPDATE SET at=excluded.at",
+                rows,
+            )
+
+    def next_timer(self, until: int) -> tuple[str, str, str, int] | None:
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT acct, kind, obj_id, at FROM timers WHERE at <= ? ORDER BY at, obj_id LIMIT 1",
+                (until,),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]), int(row[3]))
+
+    def timer_at(self, acct: str, kind: str, obj_id: str) -> int | None:
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT at FROM timers WHERE acct=? AND kind=? AND obj_id=?", (acct, kind, obj_id)
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- small key/value tables ---------------------------------------------------------
 

@@ -622,6 +622,13 @@ class TestCustomerRevenue:
         assert revenue.all_mrr == {"usd": 8}
         assert revenue.arr == {"usd": 104}
 
+    def test_mrr_rounding_to_zero_still_has_arr(self) -> None:
+        tiny = sub_of(make_price(4, interval="year"))  # 1/3 cent a month
+        revenue = customer_revenue(make_customer(), [tiny], [], at=NOW)
+        assert (revenue.subscriptions[0].mrr, revenue.subscriptions[0].arr) == (0, 4)
+        assert revenue.all_mrr == {"usd": 0} and revenue.arr == {"usd": 4}
+        assert revenue.subscription_paying_count == 0
+
     def test_reporting_currency(self) -> None:
         subs = [
             sub_of(make_price(10000)),
