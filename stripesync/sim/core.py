@@ -30,7 +30,12 @@ DEFAULT_ACCOUNT = "acct_1SimDefault00000"
 EVENT_RETENTION_SECONDS = 30 * 86400
 NESTED_LIST_LIMIT = 10
 #: Fields Stripe returns only when expanded (``expand[]=tiers``).
-INCLUDABLE = {"price": ("tiers",), "plan": ("tiers",), "coupon": ("applies_to",)}
+INCLUDABLE = {
+    "price": ("tiers",),
+    "plan": ("tiers",),
+    "coupon": ("applies_to",),
+    "charge": ("refunds",),  # not returned by default since 2022-11-15
+}
 ALNUM = string.ascii_letters + string.digits
 
 #: Restricted-key permission names, as the Stripe Dashboard shows them, by resource.
@@ -636,8 +641,16 @@ class Simulator:
     def _run(
         self, ctx: Ctx, matched: Route, path_params: dict[str, str], params: dict[str, Any]
     ) -> dict[str, Any]:
+        failure: SimAPIError | None = None
         with self.db:
-            body = matched.handler(self, ctx, params, **path_params)
+            try:
+                body = matched.handler(self, ctx, params, **path_params)
+            except SimAPIError as exc:
+                if not exc.commit:
+                    raise
+                failure = exc  # committed, then answered
+        if failure is not None:
+            raise failure
         return self.render(ctx, body)
 
     def _idempotent(

@@ -19,6 +19,7 @@ class SimAPIError(Exception):
         decline_code: str | None = None,
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        commit: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -29,6 +30,9 @@ class SimAPIError(Exception):
         self.decline_code = decline_code
         self.extra = extra or {}
         self.headers = headers or {}
+        #: Keep what the request wrote before failing (a declined payment still records
+        #: its failed charge and events, as Stripe does); otherwise it is rolled back.
+        self.commit = commit
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.type}

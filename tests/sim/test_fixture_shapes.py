@@ -23,6 +23,9 @@ OMISSIONS: dict[str, dict[str, str]] = {
         "managed_payments": "Stripe-managed payments (merchant of record) are not simulated",
     },
     "invoice": {},
+    "charge": {
+        "refunds": "includable since 2022-11-15: returned only with expand[]=refunds",
+    },
     "payment_intent": {
         "managed_payments": "Stripe-managed payments (merchant of record) are not simulated",
     },
@@ -101,7 +104,11 @@ def served(server: SimServer) -> dict[str, dict[str, Any]]:
     objs["charge"] = charges[0]
     objs["payment_intent"] = _raw(server, "GET", f"/v1/payment_intents/{charges[0]['payment_intent']}")
     objs["refund"] = _raw(server, "POST", "/v1/refunds", charge=charges[0]["id"], amount=100)
-    objs["credit_note"] = _raw(server, "POST", "/v1/credit_notes", invoice=invoice["id"], amount=100)
+    # On a paid invoice Stripe requires the credit to be placed (refund, balance, outside).
+    objs["credit_note"] = _raw(
+        server, "POST", "/v1/credit_notes", invoice=invoice["id"], amount=100,
+        out_of_band_amount=100,
+    )
     objs["credit_note_line_item"] = objs["credit_note"]["lines"]["data"][0]
     objs["webhook_endpoint"] = _raw(
         server, "POST", "/v1/webhook_endpoints", url="http://127.0.0.1:9/x", enabled_events=["*"]

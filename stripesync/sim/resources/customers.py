@@ -89,13 +89,8 @@ def _apply(sim: Simulator, ctx: Ctx, customer: dict[str, Any], params: dict[str,
         if "default_payment_method" in settings:
             pm_id = settings["default_payment_method"] or None
             if pm_id is not None:
-                pm = sim.db.get(ctx.acct, pm_id)
-                if pm is None or pm.get("object") != "payment_method":
-                    raise missing(
-                        pm_id,
-                        param="invoice_settings[default_payment_method]",
-                        kind="PaymentMethod",
-                    )
+                pm = _resolve_pm(sim, ctx, pm_id, "invoice_settings[default_payment_method]")
+                pm_id = pm["id"]  # a magic test id (pm_card_visa) made a fresh one
                 if pm.get("customer") not in (None, customer["id"]):
                     raise SimAPIError(
                         400,
@@ -117,6 +112,18 @@ def _apply(sim: Simulator, ctx: Ctx, customer: dict[str, Any], params: dict[str,
         sim.save(ctx, customer["discount"])
     elif params.get("coupon") == "" and customer.get("discount"):
         customer["discount"] = None
+
+
+def _resolve_pm(sim: Simulator, ctx: Ctx, pm_id: str, param: str) -> dict[str, Any]:
+    """A payment method by id; with billing loaded, magic test ids make a fresh one."""
+    with contextlib.suppress(ModuleNotFoundError):
+        module = importlib.import_module("stripesync.sim.resources.payment_methods")
+        resolved: dict[str, Any] = module.resolve_payment_method(sim, ctx, pm_id, param=param)
+        return resolved
+    pm = sim.db.get(ctx.acct, pm_id)
+    if pm is None or pm.get("object") != "payment_method":
+        raise missing(pm_id, param=param, kind="PaymentMethod")
+    return pm
 
 
 def _attach(sim: Simulator, ctx: Ctx, pm: dict[str, Any], customer_id: str) -> None:
@@ -172,7 +179,7 @@ def create(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     save_customer(sim, ctx, customer)  # so a payment method can be attached to it
     _apply(sim, ctx, customer, params)
     if params.get("payment_method"):
-        pm = sim.get(ctx, params["payment_method"], kind="PaymentMethod", param="payment_method")
+        pm = _resolve_pm(sim, ctx, params["payment_method"], "payment_method")
         _attach(sim, ctx, pm, customer["id"])
     save_customer(sim, ctx, customer)
     sim.emit(ctx, "customer.created", customer)
