@@ -206,12 +206,12 @@ def invoice_totals(
 ) -> dict[str, Any]:
     """Totals of an invoice without taxes.
 
-    ``discounts`` are the invoice-level discount objects; a line's own ``discounts``
-    (ids) are applied first, to that line only, when their objects are in
-    ``discounts_by_id`` form inside ``discounts`` too (a line-level discount is listed in
-    ``discounts`` with ``_line_only`` set to True). ``coupons`` maps coupon id to coupon.
-    Prorations and lines with ``discountable`` false take no discount; credits
-    (negative lines) take none either.
+    ``discounts`` are discount objects, applied in order; one marked ``_line_only``
+    applies only to the lines that list its id in their own ``discounts`` (a discount on a
+    subscription item), and those go first. ``coupons`` maps coupon id to coupon (its
+    private ``_applies_to`` restricts it to some products). Lines with ``discountable``
+    false (prorations) and credits (negative lines) take no discount; an ``amount_off``
+    in another currency takes nothing.
     """
     remaining = [
         max(int(line.get("amount") or 0), 0) if line.get("discountable", True) else 0

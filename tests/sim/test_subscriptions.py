@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
+import httpx
 import pytest
 import stripe
 
@@ -148,13 +149,13 @@ def test_immediate_payment_makes_a_paid_invoice_whose_lines_add_up(
     assert types.index("customer.subscription.created") < types.index("invoice.paid")
     assert {"invoice.finalized", "invoice.payment_succeeded", "charge.succeeded"} <= set(types)
     # the subscription goes from incomplete to active once its first invoice is paid
-    updated = [e for e in _events(server, since=before) if e.type == "customer.subscription.updated"]
+    updated = [
+        e for e in _events(server, since=before) if e.type == "customer.subscription.updated"
+    ]
     assert updated[-1].data.previous_attributes["status"] == "incomplete"
 
 
-def test_declined_card_leaves_the_subscription_incomplete(
-    server: SimServer, client: Any
-) -> None:
+def test_declined_card_leaves_the_subscription_incomplete(server: SimServer, client: Any) -> None:
     price = _price(client)
     customer = _customer(client, pm="pm_card_chargeCustomerFail")
     sub = client.v1.subscriptions.create(
@@ -165,6 +166,10 @@ def test_declined_card_leaves_the_subscription_incomplete(
     assert invoice.status == "open" and invoice.attempt_count == 1 and invoice.attempted
     assert invoice.amount_remaining == 1000
     assert invoice.next_payment_attempt is None  # a first invoice is not retried
+    good = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    paid = client.v1.invoices.pay(invoice.id, params={"payment_method": good.id})
+    assert paid.status == "paid" and paid.attempt_count == 2
+    assert client.v1.subscriptions.retrieve(sub.id).status == "active"
     sub = client.v1.subscriptions.create(
         params={
             "customer": customer.id,
@@ -174,6 +179,26 @@ def test_declined_card_leaves_the_subscription_incomplete(
     )
     assert sub.status == "incomplete"
     assert client.v1.invoices.retrieve(sub.latest_invoice).attempt_count == 0
+
+
+def test_default_incomplete_waits_for_the_intent_to_be_confirmed(client: Any) -> None:
+    price = _price(client, 1800)
+    customer = _customer(client)
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "payment_behavior": "default_incomplete",
+        }
+    )
+    assert sub.status == "incomplete"
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert invoice.status == "open" and invoice.amount_remaining == 1800
+    intents = client.v1.payment_intents.list(params={"customer": customer.id}).data
+    assert [i.status for i in intents] == ["requires_payment_method"]
+    client.v1.payment_intents.confirm(intents[0].id, params={"payment_method": "pm_card_visa"})
+    assert client.v1.invoices.retrieve(invoice.id).status == "paid"
+    assert client.v1.subscriptions.retrieve(sub.id).status == "active"
 
 
 def test_error_if_incomplete_answers_402_and_creates_nothing(client: Any) -> None:
@@ -217,15 +242,19 @@ def test_legacy_plan_metered_and_unit_amount_decimal_items(client: Any) -> None:
     plan = client.v1.plans.create(
         params={"product": product.id, "currency": "usd", "amount": 700, "interval": "month"}
     )
-    metered = _price(client, 5, name="API calls", recurring={"interval": "month",
-                                                            "usage_type": "metered"})
+    metered = _price(
+        client, 5, name="API calls", recurring={"interval": "month", "usage_type": "metered"}
+    )
     decimal = _price(client, name="Seats", unit_amount_decimal="12.5")
     customer = _customer(client)
     sub = client.v1.subscriptions.create(
         params={
             "customer": customer.id,
-            "items": [{"plan": plan.id}, {"price": metered.id}, {"price": decimal.id,
-                                                                "quantity": 3}],
+            "items": [
+                {"plan": plan.id},
+                {"price": metered.id},
+                {"price": decimal.id, "quantity": 3},
+            ],
         }
     )
     assert sub["items"].data[0].plan.id == plan.id
@@ -239,8 +268,7 @@ def test_mixed_intervals_and_unknown_params_are_rejected(client: Any) -> None:
     customer = _customer(client)
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.subscriptions.create(
-            params={"customer": customer.id, "items": [{"price": monthly.id},
-                                                      {"price": yearly.id}]}
+            params={"customer": customer.id, "items": [{"price": monthly.id}, {"price": yearly.id}]}
         )
     assert info.value.http_status == 400
     assert "interval" in str(info.value.user_message)
@@ -250,6 +278,19 @@ def test_mixed_intervals_and_unknown_params_are_rejected(client: Any) -> None:
         )
     assert info.value.http_status == 400
     assert info.value.code == "parameter_unknown" and info.value.param == "colour"
+
+
+def test_post_cancel_is_not_a_stripe_route(server: SimServer, client: Any) -> None:
+    price = _price(client)
+    sub = client.v1.subscriptions.create(
+        params={"customer": _customer(client).id, "items": [{"price": price.id}]}
+    )
+    response = httpx.post(
+        f"{server.url}/v1/subscriptions/{sub.id}/cancel",
+        headers={"Authorization": f"Bearer {server.secret_key}"},
+    )
+    assert response.status_code == 404
+    assert "Unrecognized request URL" in response.json()["error"]["message"]
 
 
 def test_missing_subscription_is_404(client: Any) -> None:
@@ -300,11 +341,15 @@ def test_upgrade_mid_period_creates_two_prorations(server: SimServer, client: An
     invoice = client.v1.invoices.retrieve(sub.latest_invoice)
     assert invoice.billing_reason == "subscription_update"
     assert len(invoice.lines.data) == 4  # both earlier prorations and both new ones
+    credited = invoice.lines.data[0].parent.subscription_item_details.proration_details
+    first_invoice = client.v1.invoices.list(params={"subscription": sub.id}).data[-1]
+    assert credited.credited_items.invoice == first_invoice.id
+    assert credited.credited_items.invoice_line_items == [first_invoice.lines.data[0].id]
     assert all(line.parent.subscription_item_details.proration for line in invoice.lines.data)
     assert invoice.total == sum(line.amount for line in invoice.lines.data)
-    assert client.v1.invoice_items.list(
-        params={"customer": customer.id, "pending": True}
-    ).data == []
+    assert (
+        client.v1.invoice_items.list(params={"customer": customer.id, "pending": True}).data == []
+    )
 
 
 def test_quantity_change_prorates_unless_told_not_to(server: SimServer, client: Any) -> None:
@@ -323,14 +368,14 @@ def test_quantity_change_prorates_unless_told_not_to(server: SimServer, client: 
         sub.id,
         params={"items": [{"id": item.id, "quantity": 5}], "proration_behavior": "none"},
     )
-    assert len(client.v1.invoice_items.list(
-        params={"customer": customer.id, "pending": True}).data) == 2
+    assert (
+        len(client.v1.invoice_items.list(params={"customer": customer.id, "pending": True}).data)
+        == 2
+    )
     assert client.v1.subscription_items.retrieve(item.id).quantity == 5
 
 
-def test_interval_change_resets_the_cycle_and_invoices_now(
-    server: SimServer, client: Any
-) -> None:
+def test_interval_change_resets_the_cycle_and_invoices_now(server: SimServer, client: Any) -> None:
     monthly, yearly = _price(client, 1000), _price(client, 10000, interval="year")
     customer = _customer(client)
     sub = client.v1.subscriptions.create(
@@ -357,8 +402,12 @@ def test_subscription_item_endpoints(client: Any) -> None:
         params={"customer": customer.id, "items": [{"price": gold.id}]}
     )
     added = client.v1.subscription_items.create(
-        params={"subscription": sub.id, "price": extra.id, "quantity": 2,
-                "proration_behavior": "none"}
+        params={
+            "subscription": sub.id,
+            "price": extra.id,
+            "quantity": 2,
+            "proration_behavior": "none",
+        }
     )
     assert added.subscription == sub.id and added.quantity == 2
     assert client.v1.subscription_items.retrieve(added.id).price.id == extra.id
@@ -561,8 +610,9 @@ def test_failed_renewal_makes_the_subscription_past_due(iso_server: SimServer) -
     sub = client.v1.subscriptions.create(
         params={"customer": customer.id, "items": [{"price": price.id}]}
     )
-    failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail",
-                                               params={"customer": customer.id})
+    failing = client.v1.payment_methods.attach(
+        "pm_card_chargeCustomerFail", params={"customer": customer.id}
+    )
     client.v1.subscriptions.update(sub.id, params={"default_payment_method": failing.id})
     end = sub["items"].data[0].current_period_end
     clock.advance(iso_server.sim, end + 3600)
@@ -571,6 +621,13 @@ def test_failed_renewal_makes_the_subscription_past_due(iso_server: SimServer) -
     invoice = client.v1.invoices.retrieve(sub.latest_invoice)
     assert invoice.status == "open" and invoice.attempt_count == 1
     assert invoice.next_payment_attempt == end + 3600 + 3 * DAY
+    # three retries (3, 5 and 7 days apart), then Billing's default: cancel
+    clock.advance(iso_server.sim, end + 3600 + 15 * DAY)
+    invoice = client.v1.invoices.retrieve(invoice.id)
+    assert invoice.attempt_count == 4 and invoice.next_payment_attempt is None
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert sub.status == "canceled"
+    assert sub.cancellation_details.reason == "payment_failed"
 
 
 def _attach_default(client: Any, customer_id: str) -> None:
@@ -578,3 +635,50 @@ def _attach_default(client: Any, customer_id: str) -> None:
     client.v1.customers.update(
         customer_id, params={"invoice_settings": {"default_payment_method": pm.id}}
     )
+
+
+def test_pending_if_incomplete_applies_once_paid(server: SimServer, client: Any) -> None:
+    gold, platinum = _price(client, 1000), _price(client, 3000, name="Platinum")
+    customer = _customer(client)
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": gold.id}]}
+    )
+    failing = client.v1.payment_methods.attach(
+        "pm_card_chargeCustomerFail", params={"customer": customer.id}
+    )
+    client.v1.subscriptions.update(sub.id, params={"default_payment_method": failing.id})
+    server.sim.freeze(server.sim.now() + 3 * DAY)
+    item = sub["items"].data[0]
+    sub = client.v1.subscriptions.update(
+        sub.id,
+        params={
+            "items": [{"id": item.id, "price": platinum.id}],
+            "proration_behavior": "always_invoice",
+            "payment_behavior": "pending_if_incomplete",
+        },
+    )
+    assert sub["items"].data[0].price.id == gold.id  # not applied yet
+    assert sub.pending_update.subscription_items[0].price.id == platinum.id
+    assert sub.pending_update.expires_at == server.sim.now() + 23 * 3600
+    good = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    client.v1.invoices.pay(sub.latest_invoice, params={"payment_method": good.id})
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert sub.pending_update is None
+    assert sub["items"].data[0].price.id == platinum.id
+    assert "customer.subscription.pending_update_applied" in [e.type for e in _events(server)]
+
+
+def test_paused_collection_voids_the_renewal_invoice(iso_server: SimServer) -> None:
+    client = iso_server.client()
+    price = _price(client)
+    customer = _customer(client)
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": price.id}]}
+    )
+    client.v1.subscriptions.update(sub.id, params={"pause_collection": {"behavior": "void"}})
+    end = sub["items"].data[0].current_period_end
+    clock.advance(iso_server.sim, end + 2 * 3600)
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert sub.status == "active" and sub["items"].data[0].current_period_start == end
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert invoice.status == "void" and invoice.billing_reason == "subscription_cycle"

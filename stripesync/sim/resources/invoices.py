@@ -9,11 +9,20 @@ Status machine (Stripe's): ``draft`` → ``open`` (finalize) → ``paid`` | ``vo
 ``uncollectible``; ``uncollectible`` → ``paid`` | ``void``. A finalized invoice whose
 amount due is zero is paid at once.
 
-Contract with the payments module
----------------------------------
+What Stripe does on its own runs from one clock timer per invoice (kind ``invoice``, due
+at :func:`next_action_at`): a draft with ``auto_advance`` is finalized an hour after it
+was made and charged, a failed automatic payment is retried (``RETRY_SCHEDULE_DAYS``), a
+``send_invoice`` invoice passing its due date makes its subscription past due.
+
+Contract with the payments and credit-note modules
+--------------------------------------------------
 :func:`pay_invoice` collects through ``payments.collect`` (imported lazily, so this module
 loads without it) and records each attempt in the private ``_payments`` list
 (``{"payment_intent", "charge", "status"}``) that ``versions`` reads for old API shapes.
+:func:`payment_intent_succeeded` is what payments calls when an invoice's intent is
+confirmed by the client (``default_incomplete``). Credit notes call ``_settle`` to mark
+an invoice they bring to zero paid. An invoice item has no ``created`` (its time is
+``date``); it is stored with a private ``_created`` that the store orders it by.
 
 Builders for the generator (no database, no clock)
 --------------------------------------------------
@@ -30,6 +39,7 @@ from __future__ import annotations
 import copy
 import importlib
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
@@ -53,17 +63,6 @@ RETRY_SCHEDULE_DAYS = (3, 5, 7)
 DRAFT_GRACE_SECONDS = 3600
 DEFAULT_DAYS_UNTIL_DUE = 30
 STATUSES = ("draft", "open", "paid", "uncollectible", "void")
-BILLING_REASONS = (
-    "automatic_pending_invoice_item_invoice",
-    "manual",
-    "quote_accept",
-    "subscription",
-    "subscription_create",
-    "subscription_cycle",
-    "subscription_threshold",
-    "subscription_update",
-    "upcoming",
-)
 PAYMENT_DESCRIPTIONS = {
     "subscription_create": "Subscription creation",
     "subscription_update": "Subscription update",
@@ -277,7 +276,7 @@ def finalize_fields(
     )
     invoice["status_transitions"]["finalized_at"] = at
     if invoice["collection_method"] == "charge_automatically" and invoice["auto_advance"]:
-        invoice["next_payment_attempt"] = at
+        invoice["next_payment_attempt"] = at + DRAFT_GRACE_SECONDS
     else:
         invoice["next_payment_attempt"] = None
     return invoice
@@ -299,7 +298,7 @@ def _unit_decimal(price: Mapping[str, Any], amount: int, quantity: int) -> str |
         return str(price["unit_amount_decimal"])
     if quantity <= 0:
         return "0"
-    value = billing.Decimal(amount) / quantity
+    value = Decimal(amount) / quantity
     return format(value.normalize(), "f")
 
 
@@ -387,7 +386,7 @@ def build_invoice_item(
         unit_amount_decimal = (
             str(amount // quantity)
             if quantity and amount % quantity == 0
-            else (format((billing.Decimal(amount) / (quantity or 1)).normalize(), "f"))
+            else (format((Decimal(amount) / (quantity or 1)).normalize(), "f"))
         )
     parent = None
     if subscription is not None:
@@ -487,14 +486,17 @@ def build_item_line(item: Mapping[str, Any], *, line_id: str, invoice_id: str) -
     }
 
 
-def invoice_links(invoice: Mapping[str, Any]) -> dict[str, str | None]:
+Links = dict[str, Iterable[str] | str | None]
+
+
+def invoice_links(invoice: Mapping[str, Any]) -> Links:
     return {
         "subscription": invoice.get("subscription"),
         "collection_method": invoice.get("collection_method"),
     }
 
 
-def invoice_item_links(item: Mapping[str, Any]) -> dict[str, str | None]:
+def invoice_item_links(item: Mapping[str, Any]) -> Links:
     details = (item.get("parent") or {}).get("subscription_details") or {}
     return {
         "invoice": item.get("invoice"),
@@ -557,12 +559,22 @@ def pending_items(
     if only_subscription and subscription is not None:
         links["subscription"] = subscription
     items = []
+    ended: dict[str, bool] = {}
     for item in _iter_all(sim, ctx, "invoiceitem", customer=customer_id, links=links):
         if currency is not None and item["currency"] != currency:
             continue
         owner = ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription")
         if owner is not None and owner != subscription:
-            continue  # another subscription's items wait for that subscription's invoice
+            # Another live subscription's items wait for that subscription's invoice; an
+            # ended one's (its cancellation credit) go on the customer's next invoice.
+            if owner not in ended:
+                found = sim.db.get(ctx.acct, owner)
+                ended[owner] = found is None or found.get("status") in (
+                    "canceled",
+                    "incomplete_expired",
+                )
+            if not ended[owner]:
+                continue
         items.append(item)
     items.reverse()
     return items
@@ -680,12 +692,6 @@ def finalize(
     if invoice["status"] != "draft":
         raise invalid(
             "This invoice is already finalized, you can't re-finalize a non-draft invoice."
-        )
-    if not invoice["lines"]["data"] and invoice["billing_reason"] == "manual":
-        raise SimAPIError(
-            400,
-            "Nothing to invoice for customer",
-            code="invoice_no_customer_line_items",
         )
     now = sim.now()
     customer = customers.load(sim, ctx, invoice["customer"], param="customer")
@@ -1069,6 +1075,13 @@ def _discount_ids(
     return ids
 
 
+def _discount_in_force(sim: Simulator, ctx: Ctx, discount_id: str) -> bool:
+    discount = sim.db.get(ctx.acct, discount_id)
+    if discount is None or discount.get("_consumed"):
+        return False
+    return discount.get("end") is None or int(discount["end"]) > sim.now()
+
+
 def _collection(
     params: Mapping[str, Any], current: str = "charge_automatically"
 ) -> tuple[str, int | None]:
@@ -1124,8 +1137,9 @@ def create(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     discount_ids = _discount_ids(
         sim, ctx, params.get("discounts"), param="discounts", customer=None, invoice=None
     )
-    if "discounts" not in params and customer.get("discount"):
-        discount_ids = [customer["discount"]["id"]]
+    own = customer.get("discount")
+    if "discounts" not in params and own and _discount_in_force(sim, ctx, own["id"]):
+        discount_ids = [own["id"]]
     invoice = new_invoice(
         sim,
         ctx,
@@ -1478,7 +1492,7 @@ def _item_pricing(
         unit = data.get("unit_amount_decimal") or data.get("unit_amount")
         if unit in (None, ""):
             raise required("price_data[unit_amount]")
-        decimal = billing.Decimal(str(unit))
+        decimal = Decimal(str(unit))
         price_like = {
             "id": None,
             "currency": ensure_currency(data["currency"], "price_data[currency]"),
@@ -1494,7 +1508,7 @@ def _item_pricing(
     if params.get("unit_amount_decimal") not in (None, ""):
         if not currency:
             raise required("currency")
-        decimal = billing.Decimal(str(params["unit_amount_decimal"]))
+        decimal = Decimal(str(params["unit_amount_decimal"]))
         return (
             billing.round_half_up(decimal * quantity),
             currency,
@@ -1644,6 +1658,7 @@ def retrieve_item(sim: Simulator, ctx: Ctx, params: dict[str, Any], item_id: str
 
 
 def _line_of_item(invoice: dict[str, Any], item_id: str) -> dict[str, Any] | None:
+    line: dict[str, Any]
     for line in invoice["lines"]["data"]:
         details = (line.get("parent") or {}).get(line["parent"]["type"]) or {}
         if details.get("invoice_item") == item_id:
@@ -1685,7 +1700,7 @@ def update_item(sim: Simulator, ctx: Ctx, params: dict[str, Any], item_id: str) 
             else details,
             "type": "price_details",
             "unit_amount_decimal": unit_decimal
-            or (format((billing.Decimal(amount) / (quantity or 1)).normalize(), "f")),
+            or (format((Decimal(amount) / (quantity or 1)).normalize(), "f")),
         }
     if "discounts" in params:
         item["discounts"] = _discount_ids(

@@ -184,7 +184,7 @@ def build_item(
         "current_period_start": period_start,
         "discounts": list(discounts),
         "metadata": dict(metadata or {}),
-        "plan": plan_from_price(price),
+        "plan": plan_from_price(dict(price)),
         "price": copy.deepcopy(dict(price)),
         "quantity": quantity,
         "subscription": subscription_id,
@@ -395,9 +395,10 @@ def _item_price(
         price = load_price(sim, ctx, raw["price"], param=name)
     elif raw.get("plan"):
         name = _p(param, "plan")
-        price = sim.db.get(ctx.acct, raw["plan"])
-        if price is None or price.get("object") != "price" or not price.get("recurring"):
+        found = sim.db.get(ctx.acct, raw["plan"])
+        if found is None or found.get("object") != "price" or not found.get("recurring"):
             raise missing(raw["plan"], param=name, kind="plan")
+        price = found
     elif raw.get("price_data"):
         data = raw["price_data"]
         name = _p(param, "price_data")
@@ -530,6 +531,8 @@ def _legacy_coupon(
     sim: Simulator, ctx: Ctx, params: Mapping[str, Any], *, customer: str, subscription: str
 ) -> list[str] | None:
     """The pre-2025-03-31 ``coupon`` parameter (None when not given)."""
+    if params.get("promotion_code"):
+        raise missing(params["promotion_code"], param="promotion_code", kind="promotion code")
     if "coupon" not in params:
         return None
     if not params["coupon"]:
@@ -1486,6 +1489,8 @@ def update_subscription(
         invoice_lines = _period_lines(sim, ctx, sub, start=start, end=end)
         sub["status"] = "active"
         invoice_now = ended_trial = True
+        # Stripe sends trial_will_end when a trial is ended early, too
+        sim.emit(ctx, "customer.subscription.trial_will_end", sub)
     elif isinstance(trial_param, int):
         sub["trial_end"] = trial_param
         if sub["status"] in ("trialing", "active"):
@@ -1936,7 +1941,10 @@ def _on_timer(sim: Simulator, ctx: Ctx, sub_id: str, at: int) -> None:
     if status in ("active", "past_due", "unpaid") and at >= period_of(sub)[1]:
         renew(sim, ctx, sub, at=period_of(sub)[1])
         return
-    save_subscription(sim, ctx, sub)  # nothing due: reschedule
+    # Nothing due (a timer set for a state that has since changed): look again later,
+    # never at a moment already past, so the clock cannot spin on it.
+    upcoming = next_action_at(sub)
+    sim.schedule(ctx, "subscription", sub_id, upcoming if upcoming and upcoming > at else None)
 
 
 def _expire(sim: Simulator, ctx: Ctx, sub: dict[str, Any], old: dict[str, Any]) -> None:
@@ -2086,6 +2094,7 @@ def create_item(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, A
     sub = load_subscription(sim, ctx, params["subscription"], param="subscription")
     before = {item["id"] for item in sub["items"]["data"]}
     updated = update_subscription(sim, ctx, sub, _item_request(params, None), items_param="")
+    item: dict[str, Any]
     for item in updated["items"]["data"]:
         if item["id"] not in before:
             return item
@@ -2103,6 +2112,7 @@ def update_item(sim: Simulator, ctx: Ctx, params: dict[str, Any], item_id: str) 
     check_params(params, ITEM_UPDATE_PARAMS)
     _, sub = _item_and_subscription(sim, ctx, item_id)
     updated = update_subscription(sim, ctx, sub, _item_request(params, item_id), items_param="")
+    item: dict[str, Any]
     for item in updated["items"]["data"]:
         if item["id"] == item_id:
             return item
