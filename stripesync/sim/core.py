@@ -432,24 +432,33 @@ class Simulator:
         expand: list[str] | None = None,
         version: str | None = None,
     ) -> dict[str, Any]:
-        """Expand, truncate nested lists, drop private fields, render in the version."""
+        """Expand, truncate nested lists, drop private fields, render in the version.
+
+        Events keep the version in force when they were created. For an older target
+        version the object is rendered first and expanded after, so that fields only the
+        old shape has (``invoice.payment_intent``, ``charge.invoice``) can be expanded.
+        """
         result = copy.deepcopy(obj)
-        for path in expand if expand is not None else ctx.expand:
-            self._expand(ctx, result, path.split("."), depth=0)
+        paths = expand if expand is not None else ctx.expand
+        is_events = result.get("object") == "event" or (
+            result.get("object") == "list"
+            and any(
+                isinstance(item, dict) and item.get("object") == "event"
+                for item in result.get("data", [])
+            )
+        )
+        target = version or ctx.api_version
+        legacy = target != versions.CURRENT_VERSION and not is_events
+        if legacy:
+            result = versions.render(result, target, lookup=self._lookup(ctx.acct))
+        for path in paths:
+            self._expand(ctx, result, path.split("."), depth=0, version=target if legacy else None)
         result = _public(result, root=True)
         if result.get("object") == "event":
             event: dict[str, Any] = self._event_version(ctx.acct, result, None)
             return event
-        if result.get("object") == "list" and any(
-            isinstance(item, dict) and item.get("object") == "event" for item in result["data"]
-        ):
-            # Stripe renders an event in the version in force when it was created.
+        if is_events:
             result["data"] = [self._event_version(ctx.acct, e, None) for e in result["data"]]
-            listed: dict[str, Any] = result
-            return listed
-        target = version or ctx.api_version
-        if target != versions.CURRENT_VERSION:
-            result = versions.render(result, target, lookup=self._lookup(ctx.acct))
         rendered: dict[str, Any] = result
         return rendered
 
@@ -524,7 +533,9 @@ class Simulator:
         """An event as Stripe sends it: in its own version, or the endpoint's."""
         return self._event_version(acct, _public(copy.deepcopy(event), root=True), version)
 
-    def _expand(self, ctx: Ctx, node: Any, path: list[str], depth: int) -> None:
+    def _expand(
+        self, ctx: Ctx, node: Any, path: list[str], depth: int, version: str | None = None
+    ) -> None:
         if depth > 4:  # Stripe's limit; `data` of a list does not count
             raise invalid("You cannot expand more than 4 levels of a property.", param="expand")
         if not path or not isinstance(node, dict):
@@ -532,7 +543,7 @@ class Simulator:
         head, rest = path[0], path[1:]
         if head == "data" and isinstance(node.get("data"), list):
             for item in node["data"]:
-                self._expand(ctx, item, rest, depth)
+                self._expand(ctx, item, rest, depth, version)
             return
         if head in INCLUDABLE.get(str(node.get("object")), ()):
             node[head] = copy.deepcopy(node.get("_" + head))
@@ -543,22 +554,25 @@ class Simulator:
         if isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, str):
-                    found = self._lookup_for_expand(ctx, item)
+                    found = self._lookup_for_expand(ctx, item, version)
                     value[i] = found
                     item = found
-                self._expand(ctx, item, rest, depth + 1)
+                self._expand(ctx, item, rest, depth + 1, version)
             return
         if isinstance(value, str):
-            value = self._lookup_for_expand(ctx, value)
+            value = self._lookup_for_expand(ctx, value, version)
             node[head] = value
-        self._expand(ctx, value, rest, depth + 1)
+        self._expand(ctx, value, rest, depth + 1, version)
 
-    def _lookup_for_expand(self, ctx: Ctx, obj_id: str) -> Any:
+    def _lookup_for_expand(self, ctx: Ctx, obj_id: str, version: str | None = None) -> Any:
         obj = self.db.get(ctx.acct, obj_id, include_deleted=True)
         if obj is None:
             return obj_id
         if self.db.is_deleted(ctx.acct, obj_id):
             return {"id": obj_id, "object": obj["object"], "deleted": True}
+        if version is not None:
+            # an expanded object appears in the same (older) version as its parent
+            return versions.render(obj, version, lookup=self._lookup(ctx.acct))
         return obj
 
     def list_response(self, ctx: Ctx, url: str, page: Page) -> dict[str, Any]:

@@ -757,6 +757,19 @@ def _subscription_payment_method(sim: Simulator, ctx: Ctx, invoice: Mapping[str,
     return sub.get("default_payment_method") if sub else None
 
 
+def _waiting_intent(sim: Simulator, ctx: Ctx, invoice: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The invoice's latest payment intent when it still waits for a payment."""
+    attempts = invoice.get("_payments") or []
+    intent_id = attempts[-1].get("payment_intent") if attempts else None
+    intent = sim.db.get(ctx.acct, intent_id) if isinstance(intent_id, str) else None
+    if intent is None or intent.get("status") not in (
+        "requires_payment_method",
+        "requires_confirmation",
+    ):
+        return None
+    return intent
+
+
 def collect_payment(
     sim: Simulator,
     ctx: Ctx,
@@ -776,6 +789,8 @@ def collect_payment(
     payments = _payments_module()
     intent: dict[str, Any] | None = None
     charge: dict[str, Any] | None = None
+    # Stripe keeps one payment intent per invoice: a retry confirms it again.
+    waiting = _waiting_intent(sim, ctx, invoice) if payments is not None else None
     if payments is not None:
         intent, charge = payments.collect(
             sim,
@@ -787,15 +802,19 @@ def collect_payment(
             description=PAYMENT_DESCRIPTIONS.get(invoice["billing_reason"], "Payment for Invoice"),
             invoice=invoice,
             automatic=automatic,
+            payment_intent=waiting,
         )
     if intent is not None:
-        invoice.setdefault("_payments", []).append(
-            {
-                "payment_intent": intent["id"],
-                "charge": charge["id"] if charge else None,
-                "status": intent["status"],
-            }
-        )
+        record = {
+            "payment_intent": intent["id"],
+            "charge": charge["id"] if charge else None,
+            "status": intent["status"],
+        }
+        attempts = invoice.setdefault("_payments", [])
+        if waiting is not None and attempts[-1].get("payment_intent") == intent["id"]:
+            attempts[-1] = record
+        else:
+            attempts.append(record)
     invoice["attempt_count"] += 1
     invoice["attempted"] = True
     now = sim.now()

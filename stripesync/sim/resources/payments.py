@@ -566,13 +566,16 @@ def collect(
     invoice: dict[str, Any] | None,
     automatic: bool,
     created: int | None = None,
+    payment_intent: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Take a payment for an invoice: a payment intent confirmed at once.
 
     ``payment_method`` None uses the customer's invoice default, its default source, else
     its first attached card; with none the intent stays ``requires_payment_method`` and
     no charge is made. ``automatic`` marks what Stripe did on its own (events without a
-    request). Returns (payment_intent, charge or None), both saved.
+    request). ``payment_intent``, the invoice's earlier intent that has not succeeded, is
+    confirmed again instead of making a new one (a retry). Returns (payment_intent,
+    charge or None), both saved.
     """
     cust = _load_customer(sim, ctx, customer, "customer")
     if payment_method:
@@ -581,21 +584,26 @@ def collect(
         )
     else:
         instrument = default_instrument(sim, ctx, cust)
-    pi = new_payment_intent(
-        sim,
-        ctx,
-        amount=amount,
-        currency=currency,
-        customer=cust["id"],
-        description=description,
-        created=created,
-    )
-    pi["_invoice"] = invoice["id"] if invoice else None
+    if payment_intent is not None:
+        pi = payment_intent
+        pi["amount"] = amount
+    else:
+        pi = new_payment_intent(
+            sim,
+            ctx,
+            amount=amount,
+            currency=currency,
+            customer=cust["id"],
+            description=description,
+            created=created,
+        )
+        pi["_invoice"] = invoice["id"] if invoice else None
     if instrument is not None:
         pi["payment_method"] = instrument["id"]
         pi["status"] = "requires_confirmation"
     save_payment_intent(sim, ctx, pi)
-    sim.emit(ctx, "payment_intent.created", pi, automatic=automatic, created=created)
+    if payment_intent is None:
+        sim.emit(ctx, "payment_intent.created", pi, automatic=automatic, created=created)
     if instrument is None:
         return pi, None
     charge = attempt(

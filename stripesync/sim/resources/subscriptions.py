@@ -1011,8 +1011,24 @@ def create(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         sub["status"] = "active"
     save_subscription(sim, ctx, sub)
     sim.emit(ctx, "customer.subscription.created", sub)
+    _warn_if_trial_ends_soon(sim, ctx, sub)
     _charge_now(sim, ctx, invoice, payment_behavior=payment_behavior or "allow_incomplete")
     return load_subscription(sim, ctx, sub_id)
+
+
+def _warn_if_trial_ends_soon(sim: Simulator, ctx: Ctx, sub: dict[str, Any]) -> None:
+    """A trial set to end in less than three days is warned about at once (Stripe sends
+    ``trial_will_end`` immediately when it can no longer send it three days ahead)."""
+    now = sim.now()
+    if (
+        sub["status"] == "trialing"
+        and sub.get("trial_end")
+        and not sub.get("_trial_will_end_sent")
+        and now < int(sub["trial_end"]) <= now + TRIAL_WILL_END_SECONDS
+    ):
+        sub["_trial_will_end_sent"] = True
+        save_subscription(sim, ctx, sub)
+        sim.emit(ctx, "customer.subscription.trial_will_end", sub)
 
 
 def _anchor_from_config(base: int, config: Mapping[str, Any], interval: str) -> int:
@@ -1492,6 +1508,8 @@ def update_subscription(
         # Stripe sends trial_will_end when a trial is ended early, too
         sim.emit(ctx, "customer.subscription.trial_will_end", sub)
     elif isinstance(trial_param, int):
+        if trial_param != sub.get("trial_end"):
+            sub.pop("_trial_will_end_sent", None)  # a new end gets its own warning
         sub["trial_end"] = trial_param
         if sub["status"] in ("trialing", "active"):
             if sub["status"] == "active":
@@ -1571,6 +1589,8 @@ def update_subscription(
     if "pause_collection" in params:
         sub["pause_collection"] = _pause_collection(params, now)
     _apply_cancel_at(sim, sub, params, now)
+    if billable and not reset and proration_behavior != "none":
+        _prorate_cancel_at(sim, ctx, sub, old, names=names)
     _apply_settings(sub, params)
     _add_invoice_items(sim, ctx, sub, params, now)
 
@@ -1592,7 +1612,50 @@ def update_subscription(
         return load_subscription(sim, ctx, sub["id"])
     save_subscription(sim, ctx, sub, removed=removed)
     emit_updated(sim, ctx, "customer.subscription.updated", old, sub)
+    _warn_if_trial_ends_soon(sim, ctx, sub)
     return sub
+
+
+def _prorate_cancel_at(
+    sim: Simulator, ctx: Ctx, sub: Mapping[str, Any], old: Mapping[str, Any], *, names: _Names
+) -> None:
+    """``cancel_at`` moved inside the current period: Stripe prorates the time the
+    subscription no longer runs (a credit), or runs again (a charge)."""
+    start, end = period_of(sub)
+
+    def runs_until(value: Any) -> int:
+        return min(int(value), end) if value else end
+
+    before, after = runs_until(old.get("cancel_at")), runs_until(sub.get("cancel_at"))
+    if before == after:
+        return
+    kind = "credit" if after < before else "charge"
+    for item in sub["items"]["data"]:
+        price, quantity = item["price"], int(item.get("quantity") or 0)
+        if is_metered(price):
+            continue
+        full = billing.line_amount(price, quantity)
+        amount = billing.prorate(full, start, end, min(before, after)) - billing.prorate(
+            full, start, end, max(before, after)
+        )
+        if amount == 0:
+            continue
+        invoices.create_proration_item(
+            sim,
+            ctx,
+            customer=sub["customer"],
+            currency=sub["currency"],
+            amount=-amount if kind == "credit" else amount,
+            description=billing.proration_description(
+                kind, names(price["product"]), quantity, min(before, after)
+            ),
+            quantity=quantity,
+            price=price,
+            period={"end": max(before, after), "start": min(before, after)},
+            subscription=sub["id"],
+            subscription_item=str(item["id"]),
+            credited=_credited(item) if kind == "credit" else None,
+        )
 
 
 def _pause_collection(params: Mapping[str, Any], now: int) -> dict[str, Any] | None:
@@ -1724,7 +1787,26 @@ def cancel(
         details["feedback"] = feedback
     save_subscription(sim, ctx, sub)
     sim.emit(ctx, "customer.subscription.deleted", sub, automatic=automatic)
+    _stop_automatic_collection(sim, ctx, sub["customer"], automatic=automatic)
     return sub
+
+
+def _stop_automatic_collection(
+    sim: Simulator, ctx: Ctx, customer_id: str, *, automatic: bool
+) -> None:
+    """Stripe stops automatic collection of the customer's finalized invoices when a
+    subscription is canceled, so that nobody is charged after leaving."""
+    open_invoices = list(
+        invoices._iter_all(sim, ctx, "invoice", customer=customer_id, statuses=["open"])
+    )
+    for invoice in open_invoices:
+        if not invoice.get("auto_advance"):
+            continue
+        old = copy.deepcopy(invoice)
+        invoice["auto_advance"] = False
+        invoice["next_payment_attempt"] = None
+        invoices.save_invoice(sim, ctx, invoice)
+        emit_updated(sim, ctx, "invoice.updated", old, invoice, automatic=automatic)
 
 
 @route("DELETE", "/v1/subscriptions/{sub_id}", resource="subscriptions")
