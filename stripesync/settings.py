@@ -76,6 +76,27 @@ class Settings(BaseSettings):
         le=10,
         description="Retries the Stripe SDK makes on connection errors, 409 and 5xx answers.",
     )
+    stripe_budget_live: float = Field(
+        default=95.0,
+        gt=0,
+        description="Requests/s stripesync allows itself per live-mode source (Stripe: 100).",
+    )
+    stripe_budget_test: float = Field(
+        default=23.0,
+        gt=0,
+        description="Requests/s stripesync allows itself per test-mode source (Stripe: 25).",
+    )
+    stripe_budget_endpoint: float = Field(
+        default=23.0,
+        gt=0,
+        description="Requests/s stripesync allows itself per Stripe endpoint (Stripe: 25).",
+    )
+    sync_workers: int = Field(
+        default=64,
+        ge=1,
+        le=512,
+        description="Threads importing slices concurrently during a backfill.",
+    )
 
     @field_validator("log_level")
     @classmethod

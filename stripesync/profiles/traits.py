@@ -53,6 +53,7 @@ __all__ = [
     "SubscriptionMode",
     "Timestamp",
     "compute_traits",
+    "expand_coupons",
     "iso_utc",
     "metadata_trait_key",
 ]
@@ -336,6 +337,18 @@ def _expand_coupons(obj: dict[str, Any], coupons: Mapping[str, StripeObject]) ->
     return obj
 
 
+def expand_coupons(obj: dict[str, Any], coupons: Mapping[str, StripeObject]) -> dict[str, Any]:
+    """Put known coupons (by id) into a customer's or subscription's discounts, in place.
+
+    Public for the profile store, which resolves coupons once for traits and history.
+    """
+    return _expand_coupons(obj, coupons)
+
+
+def _shallow(obj: StripeObject) -> dict[str, Any]:
+    return dict(obj)
+
+
 def _is_current(entry: StripeObject | str, now: float) -> bool:
     if isinstance(entry, str):
         return True
@@ -594,6 +607,7 @@ def compute_traits(
     rules: RevenueRules | None = None,
     coupons: Mapping[str, StripeObject] | None = None,
     products: Mapping[str, StripeObject] | None = None,
+    normalized: bool = False,
 ) -> dict[str, Any]:
     """Every trait of one Stripe customer, keyed as docs/traits.md lists them.
 
@@ -607,6 +621,12 @@ def compute_traits(
     a clock, so the same inputs always give the same traits. ``rules`` are the source's
     revenue settings (MRR.md).
 
+    ``normalized=True`` says the objects are in the current API shape already (the raw
+    store keeps them so: ``sync.apply`` normalizes on the way in), which skips the
+    normalizing deep copy, the bulk of the cost when profiles are rebuilt. The customer
+    and subscriptions are then copied shallowly; their discounts may get coupon objects
+    put in place of coupon ids (`expand_coupons`).
+
     Raises `InvalidInput` for an unknown ``mode`` or a customer without an id, and the
     revenue module's `StripeShapeError` when a subscription lacks what MRR needs.
     """
@@ -615,21 +635,22 @@ def compute_traits(
     now = _moment(at).timestamp()
     product_lookup = products or {}
     coupon_lookup = coupons or {}
-    cust = _expand_coupons(normalize(customer), coupon_lookup)
+    shape = _shallow if normalized else normalize
+    cust = _expand_coupons(shape(customer), coupon_lookup)
     customer_id = object_id(cust.get("id"))
     if customer_id is None:
         raise InvalidInput("the customer has no id; pass the Stripe customer object as stored")
     subs = sorted(
         (
-            _expand_coupons(normalize(s), coupon_lookup)
+            _expand_coupons(shape(s), coupon_lookup)
             for s in subscriptions
             if _belongs(s, customer_id)
         ),
         key=_created_key,
     )
-    invs = [normalize(i) for i in invoices if _belongs(i, customer_id)]
-    chs = [normalize(c) for c in charges if _belongs(c, customer_id)]
-    methods = [normalize(m) for m in payment_methods if _belongs(m, customer_id)]
+    invs = [shape(i) for i in invoices if _belongs(i, customer_id)]
+    chs = [shape(c) for c in charges if _belongs(c, customer_id)]
+    methods = [shape(m) for m in payment_methods if _belongs(m, customer_id)]
     deleted = cust.get("deleted") is True
 
     revenue = customer_revenue(cust, subs, invs, at=now, rules=rules)

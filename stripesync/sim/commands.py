@@ -108,14 +108,22 @@ def serve(
     console.print("  ground truth: GET /_sim/state   clock: POST /_sim/advance")
     from stripesync.sim.server import serve_forever
 
+    if speed > 0:
+        from stripesync.sim.live import enable_live_activity
+
+        enable_live_activity(sim, seed=seed)
+        console.print(f"  live activity: on (clock at {speed:g}x)")
     serve_forever(sim, host, port, speed=speed)
 
 
 def _generate(sim: Simulator, customers: int, seed: int) -> None:
     try:
-        from stripesync.sim.generator import generate
+        from stripesync.sim.generator import already_generated, generate
     except ImportError:
         raise ConfigError("this build has no data generator yet; run without --customers") from None
+    if already_generated(sim):
+        console.print("The state file already holds a generated business; serving it as it is.")
+        return
     generate(sim, customers=customers, seed=seed, progress=True)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stripesync.sim import versions
-from stripesync.sim.db import Page, SimDB
+from stripesync.sim.db import Page, SimDB, clone
 from stripesync.sim.errors import SimAPIError, invalid, missing
 from stripesync.sim.forms import as_int, as_list
 
@@ -327,7 +327,7 @@ class Simulator:
 
     def random_chars(self, n: int) -> str:
         with self._id_lock:
-            return "".join(self.rng.choice(ALNUM) for _ in range(n))
+            return "".join(self.rng.choices(ALNUM, k=n))
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_1Sim{self.random_chars(20)}"
@@ -376,7 +376,7 @@ class Simulator:
             "object": "event",
             "api_version": self.account_version(ctx.account),
             "created": created if created is not None else self.now(),
-            "data": {"object": copy.deepcopy(obj)},
+            "data": {"object": clone(obj)},
             "livemode": ctx.livemode,
             "pending_webhooks": 0,
             "request": {"id": None, "idempotency_key": None}
@@ -438,7 +438,7 @@ class Simulator:
         version the object is rendered first and expanded after, so that fields only the
         old shape has (``invoice.payment_intent``, ``charge.invoice``) can be expanded.
         """
-        result = copy.deepcopy(obj)
+        result = clone(obj)
         paths = expand if expand is not None else ctx.expand
         is_events = result.get("object") == "event" or (
             result.get("object") == "list"

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS objects (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_list ON objects (acct, object, created, seq);
 CREATE INDEX IF NOT EXISTS objects_customer ON objects (acct, customer, object, created, seq);
+CREATE INDEX IF NOT EXISTS objects_counts ON objects (acct, object, deleted);
 CREATE TABLE IF NOT EXISTS links (
     acct TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_list ON events (acct, created, seq);
 CREATE INDEX IF NOT EXISTS events_type ON events (acct, type, created, seq);
+CREATE INDEX IF NOT EXISTS events_created ON events (created);
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     acct TEXT NOT NULL,
@@ -105,8 +107,29 @@ CREATE TABLE IF NOT EXISTS counters (
 ) WITHOUT ROWID;
 """
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
+_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+try:  # orjson encodes and decodes the store's JSON several times faster (issue 3)
+    import orjson
+
+    def _dumps(obj: Any) -> str:
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:  # what orjson refuses (integers past 64 bits) json still writes
+            return _json_dumps(obj)
+
+    _loads: Any = orjson.loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+
+    def _dumps(obj: Any) -> str:
+        return _json_dumps(obj)
+
+    _loads = json.loads
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON data (what ``copy.deepcopy`` gives, much faster)."""
+    return _loads(_dumps(obj))
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,9 @@ class SimDB:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # Large pages keep a whole invoice (~4 KB of JSON) in its B-tree cell instead of
+        # overflow pages: half the file, half the writes (only applies to a new file).
+        self.conn.execute("PRAGMA page_size=16384")
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA temp_store=MEMORY")
@@ -337,12 +363,17 @@ class SimDB:
                 ).fetchone()
                 if row is None:
                     raise KeyError(cursor_id)
+                # the bare bound lets the index seek to the cursor (never a scan from the top)
                 if starting_after is not None:
-                    where.append("(o.created < ? OR (o.created = ? AND o.seq < ?))")
+                    where.append(
+                        "o.created <= ? AND (o.created < ? OR (o.created = ? AND o.seq < ?))"
+                    )
                 else:
-                    where.append("(o.created > ? OR (o.created = ? AND o.seq > ?))")
+                    where.append(
+                        "o.created >= ? AND (o.created > ? OR (o.created = ? AND o.seq > ?))"
+                    )
                     order = "ASC"
-                params.extend([row[0], row[0], row[1]])
+                params.extend([row[0], row[0], row[0], row[1]])
             sql = (
                 f"SELECT o.data FROM objects o{joins} WHERE {' AND '.join(where)}"
                 f" ORDER BY o.created {order}, o.seq {order} LIMIT ?"
@@ -475,11 +506,11 @@ class SimDB:
                 if row is None:
                     raise KeyError(cursor_id)
                 if starting_after is not None:
-                    where.append("(created < ? OR (created = ? AND seq < ?))")
+                    where.append("created <= ? AND (created < ? OR (created = ? AND seq < ?))")
                 else:
-                    where.append("(created > ? OR (created = ? AND seq > ?))")
+                    where.append("created >= ? AND (created > ? OR (created = ? AND seq > ?))")
                     order = "ASC"
-                params.extend([row[0], row[0], row[1]])
+                params.extend([row[0], row[0], row[0], row[1]])
             rows = self.conn.execute(
                 f"SELECT data FROM events WHERE {' AND '.join(where)}"
                 f" ORDER BY created {order}, seq {order} LIMIT ?",

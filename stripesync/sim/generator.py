@@ -30,8 +30,10 @@ payments is not upgraded), the same way in both phases.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,14 +57,14 @@ LINK_KEY = "app_user_id"
 TRIAL_DAYS = 14
 #: Rows written per transaction during the bulk phase.
 CHUNK_ROWS = 4000
+#: Window actions (with the clock steps before each) per transaction.
+WINDOW_BATCH = 2000
 GOOD_CARDS = ("pm_card_visa", "pm_card_visa", "pm_card_mastercard", "pm_card_amex")
 FAILING_CARD = "pm_card_chargeCustomerFail"
 FEEDBACK = ("too_expensive", "unused", "missing_features", "switched_service", "low_quality")
 
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _ALNUM_TABLE = bytes(ord(_ALNUM[i % len(_ALNUM)]) for i in range(256))
-#: Base 62 in ASCII order, so that counter-prefixed ids sort in creation order.
-_SORTED62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 class GenerationError(RuntimeError):
@@ -297,10 +299,108 @@ class CustomerPlan:
     actions: list[Action]
 
 
-_FIRST = ["Ada", "Alan", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Edsger", "Frances", "Donald", "Radia", "Guido", "Anita", "Dennis", "Hedy", "Tim", "Katherine", "John", "Sophie", "Yukihiro", "Lin", "Carla", "Omar", "Priya", "Mateo", "Ingrid"]
-_LAST = ["Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Thompson", "Liskov", "Dijkstra", "Allen", "Knuth", "Perlman", "Rossum", "Borg", "Ritchie", "Lamarr", "Berners", "Johnson", "Backus", "Wilson", "Matsumoto", "Chen", "Rossi", "Haddad", "Patel", "Garcia", "Berg"]
-_WORDS = ["Blue", "Quiet", "Rapid", "Bright", "North", "Solar", "Paper", "Iron", "Cedar", "Lumen", "Orbit", "Pixel", "Harbor", "Maple", "Signal", "Summit", "Atlas", "Nimbus", "Copper", "Echo", "Prairie", "Vertex", "Willow", "Falcon"]
-_NOUNS = ["Labs", "Works", "Analytics", "Studio", "Cloud", "Systems", "Logistics", "Health", "Foods", "Robotics", "Media", "Bank", "Learning", "Travel", "Energy", "Security", "Design", "Data"]
+_FIRST = [
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Edsger",
+    "Frances",
+    "Donald",
+    "Radia",
+    "Guido",
+    "Anita",
+    "Dennis",
+    "Hedy",
+    "Tim",
+    "Katherine",
+    "John",
+    "Sophie",
+    "Yukihiro",
+    "Lin",
+    "Carla",
+    "Omar",
+    "Priya",
+    "Mateo",
+    "Ingrid",
+]
+_LAST = [
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Dijkstra",
+    "Allen",
+    "Knuth",
+    "Perlman",
+    "Rossum",
+    "Borg",
+    "Ritchie",
+    "Lamarr",
+    "Berners",
+    "Johnson",
+    "Backus",
+    "Wilson",
+    "Matsumoto",
+    "Chen",
+    "Rossi",
+    "Haddad",
+    "Patel",
+    "Garcia",
+    "Berg",
+]
+_WORDS = [
+    "Blue",
+    "Quiet",
+    "Rapid",
+    "Bright",
+    "North",
+    "Solar",
+    "Paper",
+    "Iron",
+    "Cedar",
+    "Lumen",
+    "Orbit",
+    "Pixel",
+    "Harbor",
+    "Maple",
+    "Signal",
+    "Summit",
+    "Atlas",
+    "Nimbus",
+    "Copper",
+    "Echo",
+    "Prairie",
+    "Vertex",
+    "Willow",
+    "Falcon",
+]
+_NOUNS = [
+    "Labs",
+    "Works",
+    "Analytics",
+    "Studio",
+    "Cloud",
+    "Systems",
+    "Logistics",
+    "Health",
+    "Foods",
+    "Robotics",
+    "Media",
+    "Bank",
+    "Learning",
+    "Travel",
+    "Energy",
+    "Security",
+    "Design",
+    "Data",
+]
 _PLACES = {
     "usd": (("US", "San Francisco"), ("US", "New York"), ("US", "Austin"), ("CA", "Toronto")),
     "eur": (("DE", "Berlin"), ("FR", "Paris"), ("NL", "Amsterdam"), ("ES", "Madrid")),
@@ -387,7 +487,16 @@ class Planner:
                 chosen[index] = name
         return chosen
 
+    def signup_for(self, signup: int, force: str | None) -> int:
+        """A window scenario's customer signs up some months before a renewal that falls
+        in the middle of the window, so that the scenario plays out there."""
+        if force is None or not force.startswith("window_"):
+            return signup
+        months = 4 + (self.seed + len(force)) % 5
+        return add_months(self.end - 12 * DAY - (signup % 7200), -months)
+
     def plan(self, index: int, signup: int, force: str | None = None) -> CustomerPlan:
+        signup = self.signup_for(signup, force)
         rng = random.Random(self.seed * 1_000_003 + index * 7919 + 17)
         currency = rng.choices(("usd", "eur", "gbp"), (70, 20, 10))[0]
         if force in ("coupon_amount", "coupon_applies_to", "tiered", "legacy", "seats"):
@@ -445,6 +554,8 @@ class Planner:
         }
         if force in forced:
             return forced[force]
+        if force is not None:
+            return f"pro_m_{currency}"  # monthly, so that the scenario surely plays out
         weights: dict[str, float] = {
             f"starter_m_{currency}": 30,
             f"pro_m_{currency}": 24,
@@ -618,7 +729,7 @@ class Planner:
             force is None and rng.random() < 0.06
         ):
             if window_force:
-                lo, hi = self.window_start + 3 * DAY, self.end - 10 * DAY
+                lo, hi = self.window_start + 3 * DAY, self.end - 5 * DAY
             else:
                 lo, hi = live_from + 20 * DAY, horizon
             ends = [e for e in self._period_ends(t0, price, first_end, self.end) if lo < e < hi]
@@ -704,25 +815,31 @@ class _Ids:
     """Ids and random strings from the generator's own seed, for the pure builders.
 
     Stands in for the simulator where a builder only needs ``new_id``, ``random_chars``
-    and ``rng`` (never the database or the clock). An id is a per-prefix counter (so
-    bulk inserts append to the store's indexes) followed by random characters.
+    and ``rng`` (never the database or the clock). An id is a per-prefix counter in hex
+    (so bulk inserts append to the store's indexes) followed by random characters.
     """
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.counters: dict[str, int] = {}
+        self._pool = ""
+        self._pos = 0
 
     def random_chars(self, n: int) -> str:
-        return self.rng.randbytes(n).translate(_ALNUM_TABLE).decode("ascii")
+        if self._pos + n > len(self._pool):
+            self._pool = self.rng.randbytes(1 << 16).translate(_ALNUM_TABLE).decode("ascii")
+            self._pos = 0
+        start = self._pos
+        self._pos += n
+        return self._pool[start : self._pos]
+
+    def digits(self, n: int) -> str:
+        return str(self.rng.getrandbits(64) % 10**n).zfill(n)
 
     def new_id(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0) + 1
         self.counters[prefix] = n
-        head = ""
-        for _ in range(6):
-            n, r = divmod(n, 62)
-            head = _SORTED62[r] + head
-        return f"{prefix}_1Gen{head}{self.random_chars(14)}"
+        return f"{prefix}_1Gen{n:07x}{self.random_chars(13)}"
 
     def now(self) -> int:
         raise GenerationError("a builder asked for the clock during the bulk phase")
@@ -761,6 +878,8 @@ class _Book:
         self.invoice_timers: dict[str, int] = {}
         self.pending: list[dict[str, Any]] = []
         self.discounts: dict[str, dict[str, Any]] = {}
+        self.charge_templates: dict[tuple[str, str], dict[str, Any]] = {}
+        self.intent_template: dict[str, Any] | None = None
 
     def add(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.objects[obj["id"]] = obj
@@ -1036,6 +1155,8 @@ class HistoryBuilder:
             else []
         )
         start, end = period if period is not None else (at, at)
+        discount_ids = self._invoice_discounts(book, sub, at)
+        discounts = [book.discounts[d] for d in discount_ids]
         invoice = inv.build_invoice(
             invoice_id=self.new_id("in"),
             customer=book.customer,
@@ -1045,22 +1166,28 @@ class HistoryBuilder:
             billing_reason=reason,
             subscription=sub,
             lines=lines,
+            discounts=discounts,
+            coupons={
+                d["source"]["coupon"]: self.catalogue.coupons[d["source"]["coupon"]]
+                for d in discounts
+            },
             collection_method=sub["collection_method"],
             days_until_due=sub.get("days_until_due"),
             auto_advance=True,
             period_start=start,
             period_end=end,
         )
-        invoice["discounts"] = self._invoice_discounts(book, sub, at)
-        attached = []
-        for item in items:
-            item["invoice"] = invoice["id"]
-            book.pending.remove(item)
-            attached.append(
-                inv.build_item_line(item, line_id=self.new_id("il"), invoice_id=invoice["id"])
-            )
-        invoice["lines"]["data"][0:0] = attached
-        self._recompute(book, invoice)
+        invoice["discounts"] = discount_ids
+        if items or any(line.get("discounts") for line in lines):
+            attached = []
+            for item in items:
+                item["invoice"] = invoice["id"]
+                book.pending.remove(item)
+                attached.append(
+                    inv.build_item_line(item, line_id=self.new_id("il"), invoice_id=invoice["id"])
+                )
+            invoice["lines"]["data"][0:0] = attached
+            self._recompute(book, invoice)
         for item in sub["items"]["data"]:
             billed = item.get("_billed")
             if billed and billed.get("invoice") is None:
@@ -1139,33 +1266,35 @@ class HistoryBuilder:
     def _collect(
         self, book: _Book, invoice: dict[str, Any], at: int, *, settle_subscription: bool = True
     ) -> bool:
-        customer = book.customer
         instrument = self._instrument(book)
-        intent = pay.new_payment_intent(
-            self.ids.as_sim,
-            self.ctx,
-            amount=invoice["amount_remaining"],
-            currency=invoice["currency"],
-            customer=customer["id"],
-            description=inv.PAYMENT_DESCRIPTIONS.get(
-                invoice["billing_reason"], "Payment for Invoice"
-            ),
-            created=at,
-        )
-        intent["_invoice"] = invoice["id"]
-        book.add(intent)
+        # one payment intent per invoice: a retry confirms the waiting one again
+        attempts = invoice["_payments"]
+        waiting = book.objects.get(attempts[-1]["payment_intent"] or "") if attempts else None
+        if waiting is not None and waiting["status"] not in (
+            "requires_payment_method",
+            "requires_confirmation",
+        ):
+            waiting = None
+        if waiting is not None:
+            intent = waiting
+            intent["amount"] = invoice["amount_remaining"]
+        else:
+            intent = self._intent(book, invoice, at)
+            book.add(intent)
         charge: dict[str, Any] | None = None
         if instrument is not None:
             intent["payment_method"] = instrument["id"]
             intent["status"] = "requires_confirmation"
             charge = self._attempt(book, intent, instrument, at)
-        invoice["_payments"].append(
-            {
-                "payment_intent": intent["id"],
-                "charge": charge["id"] if charge else None,
-                "status": intent["status"],
-            }
-        )
+        record = {
+            "payment_intent": intent["id"],
+            "charge": charge["id"] if charge else None,
+            "status": intent["status"],
+        }
+        if waiting is not None:
+            attempts[-1] = record
+        else:
+            attempts.append(record)
         invoice["attempt_count"] += 1
         invoice["attempted"] = True
         if intent["status"] == "succeeded":
@@ -1192,21 +1321,7 @@ class HistoryBuilder:
         self, book: _Book, intent: dict[str, Any], instrument: dict[str, Any], at: int
     ) -> dict[str, Any]:
         decline = pms.card_decline(self.ctx, instrument)
-        charge = pay.new_charge(
-            self.ids.as_sim,
-            self.ctx,
-            amount=intent["amount"],
-            currency=intent["currency"],
-            customer=intent.get("customer"),
-            instrument=instrument,
-            decline=decline,
-            description=intent.get("description"),
-            receipt_email=book.customer.get("email"),
-            payment_intent=intent["id"],
-            invoice=intent.get("_invoice"),
-            metadata=intent.get("metadata"),
-            created=at,
-        )
+        charge = self._charge(book, intent, instrument, decline, at)
         book.add(charge)
         intent["latest_charge"] = charge["id"]
         if decline is None:
@@ -1219,6 +1334,95 @@ class HistoryBuilder:
             intent["payment_method"] = None
             intent["last_payment_error"] = pay._payment_error(decline, charge, instrument)
         return charge
+
+    def _charge(
+        self,
+        book: _Book,
+        intent: dict[str, Any],
+        instrument: dict[str, Any],
+        decline: pms.Decline | None,
+        at: int,
+    ) -> dict[str, Any]:
+        """``payments.new_charge`` for this intent: the card's first charge is built by it,
+        later ones copy that template and change what differs from charge to charge."""
+        key = (instrument["id"], intent["currency"])
+        template = book.charge_templates.get(key)
+        if template is None:
+            template = pay.new_charge(
+                self.ids.as_sim,
+                self.ctx,
+                amount=0,
+                currency=intent["currency"],
+                customer=intent.get("customer"),
+                instrument=instrument,
+                decline=decline,
+                receipt_email=book.customer.get("email"),
+                created=at,
+            )
+            book.charge_templates[key] = template
+        amount = int(intent["amount"])
+        ok = decline is None
+        charge_id = self.new_id("ch")
+        card = template["payment_method_details"]["card"]
+        charge = {
+            **template,
+            "id": charge_id,
+            "amount": amount,
+            "amount_captured": amount if ok else 0,
+            "balance_transaction": self.new_id("txn") if ok else None,
+            "created": at,
+            "description": intent.get("description"),
+            "metadata": dict(intent.get("metadata") or {}),
+            "payment_intent": intent["id"],
+            "payment_method_details": {
+                "card": {
+                    **card,
+                    "amount_authorized": amount if ok else None,
+                    "authorization_code": self.ids.digits(6) if ok else None,
+                    "network_transaction_id": self.ids.digits(15) if ok else None,
+                    "overcapture": {**card["overcapture"], "maximum_amount_capturable": amount},
+                },
+                "type": "card",
+            },
+            "receipt_url": f"https://pay.stripe.com/receipts/payment/{self.ids.random_chars(96)}",
+            "_invoice": intent.get("_invoice"),
+            "_refunds": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "url": f"/v1/charges/{charge_id}/refunds",
+            },
+        }
+        if template.get("receipt_number") is not None:
+            charge["receipt_number"] = f"{self.ids.digits(4)}-{self.ids.digits(4)}"
+        return charge
+
+    def _intent(self, book: _Book, invoice: dict[str, Any], at: int) -> dict[str, Any]:
+        """``payments.new_payment_intent`` for an invoice (a copy of the customer's first)."""
+        description = inv.PAYMENT_DESCRIPTIONS.get(invoice["billing_reason"], "Payment for Invoice")
+        template = book.intent_template
+        if template is None:
+            template = pay.new_payment_intent(
+                self.ids.as_sim,
+                self.ctx,
+                amount=0,
+                currency=invoice["currency"],
+                customer=book.customer["id"],
+                created=at,
+            )
+            book.intent_template = template
+        intent_id = self.new_id("pi")
+        return {
+            **template,
+            "id": intent_id,
+            "amount": invoice["amount_remaining"],
+            "client_secret": f"{intent_id}_secret_{self.ids.random_chars(25)}",
+            "created": at,
+            "currency": invoice["currency"],
+            "description": description,
+            "metadata": {},
+            "_invoice": invoice["id"],
+        }
 
     def _invoice_settled(self, book: _Book, invoice: dict[str, Any], *, paid: bool) -> None:
         sub = book.sub(invoice.get("subscription"))
@@ -1373,6 +1577,12 @@ class HistoryBuilder:
         if feedback is not None:
             sub["cancellation_details"]["feedback"] = feedback
         self._save_sub(book, sub)
+        # Stripe stops collecting the customer's open invoices once a subscription ends
+        for obj in book.objects.values():
+            if obj["object"] == "invoice" and obj["status"] == "open" and obj["auto_advance"]:
+                obj["auto_advance"] = False
+                obj["next_payment_attempt"] = None
+                self._save_invoice(book, obj)
 
     # -- what the customer does --
 
@@ -1440,6 +1650,8 @@ class HistoryBuilder:
                     sub["cancel_at_period_end"] = False
                 sub["canceled_at"] = at
                 sub["cancellation_details"]["reason"] = "cancellation_requested"
+                if status in ("active", "past_due", "unpaid"):
+                    self._prorate_cancel_at(book, sub, at)
                 self._save_sub(book, sub)
         elif kind == "resume":
             if status == "paused":
@@ -1479,45 +1691,90 @@ class HistoryBuilder:
         ):
             start, end = int(item["current_period_start"]), int(item["current_period_end"])
             if at < end:
-                billed = item.get("_billed") or {}
-                credited = (
-                    {"invoice": billed["invoice"], "invoice_line_items": [billed["line"]]}
-                    if billed.get("invoice")
-                    else None
-                )
                 for side, (side_price, side_quantity) in (("credit", before), ("charge", after)):
                     if subs.is_metered(side_price):
                         continue
                     amount = billing.prorate(
                         billing.line_amount(side_price, side_quantity), start, end, at
                     )
-                    if amount == 0:
-                        continue
-                    name = self.names.get(side_price["product"], side_price["product"])
-                    proration = inv.build_invoice_item(
-                        item_id=self.new_id("ii"),
-                        customer=sub["customer"],
-                        currency=sub["currency"],
-                        amount=-amount if side == "credit" else amount,
-                        created=at,
-                        livemode=self.ctx.livemode,
-                        description=billing.proration_description(side, name, side_quantity, at),
-                        quantity=side_quantity,
-                        unit_amount_decimal=side_price.get("unit_amount_decimal"),
-                        price=side_price,
-                        period={"end": end, "start": at},
-                        proration=True,
-                        proration_details={
-                            "credited_items": dict(credited)
-                            if credited and side == "credit"
-                            else None
-                        },
-                        subscription=sub["id"],
-                        subscription_item=str(item["id"]),
-                    )
-                    book.add(proration)
-                    book.pending.append(proration)
+                    if amount:
+                        self._proration(
+                            book,
+                            sub,
+                            item,
+                            side=side,
+                            price=side_price,
+                            quantity=side_quantity,
+                            amount=amount,
+                            period=(at, end),
+                            at=at,
+                        )
         self._save_sub(book, sub)
+
+    def _proration(
+        self,
+        book: _Book,
+        sub: dict[str, Any],
+        item: dict[str, Any],
+        *,
+        side: str,
+        price: dict[str, Any],
+        quantity: int,
+        amount: int,
+        period: tuple[int, int],
+        at: int,
+    ) -> None:
+        """A pending proration, as ``invoices.create_proration_item`` makes it."""
+        billed = item.get("_billed") or {}
+        credited = (
+            {"invoice": billed["invoice"], "invoice_line_items": [billed["line"]]}
+            if billed.get("invoice") and side == "credit"
+            else None
+        )
+        name = self.names.get(price["product"], price["product"])
+        proration = inv.build_invoice_item(
+            item_id=self.new_id("ii"),
+            customer=sub["customer"],
+            currency=sub["currency"],
+            amount=-amount if side == "credit" else amount,
+            created=at,
+            livemode=self.ctx.livemode,
+            description=billing.proration_description(side, name, quantity, period[0]),
+            quantity=quantity,
+            unit_amount_decimal=price.get("unit_amount_decimal"),
+            price=price,
+            period={"end": period[1], "start": period[0]},
+            proration=True,
+            proration_details={"credited_items": credited},
+            subscription=sub["id"],
+            subscription_item=str(item["id"]),
+        )
+        book.add(proration)
+        book.pending.append(proration)
+
+    def _prorate_cancel_at(self, book: _Book, sub: dict[str, Any], at: int) -> None:
+        """A ``cancel_at`` inside the current period credits the time it will not run."""
+        start, end = subs.period_of(sub)
+        until = min(int(sub["cancel_at"]), end)
+        if until >= end:
+            return
+        for item in sub["items"]["data"]:
+            price, quantity = item["price"], int(item.get("quantity") or 0)
+            if subs.is_metered(price):
+                continue
+            amount = billing.prorate(billing.line_amount(price, quantity), start, end, until)
+            if amount:
+                self._proration(
+                    book,
+                    sub,
+                    item,
+                    side="credit",
+                    price=price,
+                    quantity=quantity,
+                    amount=amount,
+                    period=(until, end),
+                    at=at,
+                )
 
     def _resume(self, book: _Book, sub: dict[str, Any], at: int) -> None:
         sub["status"] = "active"
@@ -1833,10 +2090,15 @@ class ApiActions:
         self.subscribe(handle, 0)
 
     def attach_default(self, handle: Handle, magic: str) -> str:
-        pm = self.call("POST", f"/v1/payment_methods/{magic}/attach", {"customer": handle.customer})
+        assert handle.customer is not None
+        return self.attach_card(handle.customer, magic)
+
+    def attach_card(self, customer: str, magic: str) -> str:
+        """A test card attached and made the customer's default for invoices."""
+        pm = self.call("POST", f"/v1/payment_methods/{magic}/attach", {"customer": customer})
         self.call(
             "POST",
-            f"/v1/customers/{handle.customer}",
+            f"/v1/customers/{customer}",
             {"invoice_settings": {"default_payment_method": pm["id"]}},
         )
         return str(pm["id"])
@@ -2046,8 +2308,6 @@ def _account(sim: Simulator, acct: str | None) -> tuple[str, Ctx]:
 
 def _say(progress: bool, message: str) -> None:
     if progress:
-        import sys
-
         print(message, file=sys.stderr, flush=True)
 
 
@@ -2068,6 +2328,11 @@ def generate(
     began = time.monotonic()
     key, ctx = _account(sim, acct)
     db = sim.db
+    if already_generated(sim):
+        raise GenerationError(
+            f"{db.path} already holds a generated business; generate into a new file"
+            " (another --db) or reuse it as it is"
+        )
     saved_clock = {k: db.meta_get(k) for k in ("clock_mode", "clock_offset", "clock_now")}
     end = sim.now()
     start = end - int(years * 365.25 * DAY)
@@ -2080,6 +2345,9 @@ def generate(
     db.conn.execute("PRAGMA cache_size=-262144")
     try:
         sim.freeze(start - DAY)
+        # the bulk rows go straight into the file, not through the WAL and back (half the
+        # writes); the WAL is back before anything else can read the file
+        db.conn.execute("PRAGMA journal_mode=MEMORY")
         catalogue = create_catalogue(sim, key, ctx.acct)
         planner = Planner(seed, catalogue, start=start, end=end)
         signups = signup_times(customers, start, end, random.Random(seed))
@@ -2091,7 +2359,7 @@ def generate(
         step = max(1, customers // 10)
         for index, signup in enumerate(signups):
             plan = planner.plan(index, signup, showcase.get(index))
-            if signup >= window_start:
+            if plan.signup >= window_start:
                 handles[index] = Handle(plan)
                 pending.extend(plan.actions)
                 continue
@@ -2114,6 +2382,7 @@ def generate(
                 if coupon is not None:
                     coupon["times_redeemed"] = int(coupon["times_redeemed"]) + count
                     db.put(ctx.acct, coupon)
+        db.conn.execute("PRAGMA journal_mode=WAL")
         history_done = time.monotonic()
         _say(progress, f"  history written ({writer.written:,} objects); playing the last 30 days")
 
@@ -2129,7 +2398,7 @@ def generate(
                 clock.advance(sim, max(action.at, sim.now()))
                 api.run(handles[action.customer], action)
                 batch += 1
-                if batch >= 500:
+                if batch >= WINDOW_BATCH:
                     db.__exit__(None, None, None)
                     db.__enter__()
                     batch = 0
@@ -2142,6 +2411,7 @@ def generate(
         db.__exit__(None, None, None)
         window_done = time.monotonic()
     finally:
+        db.conn.execute("PRAGMA journal_mode=WAL")
         db.conn.execute("PRAGMA synchronous=NORMAL")
         db.conn.execute("PRAGMA cache_size=-65536")
         clock.ACTIVITY_HOOKS[:] = hooks
@@ -2160,8 +2430,6 @@ def generate(
         "coupons": sorted(catalogue.coupons),
         "products": {k: p["id"] for k, p in catalogue.products.items()},
     }
-    import json
-
     db.meta_set("generator", json.dumps(info))
     report = GenerationReport(
         customers=customers,
@@ -2186,10 +2454,13 @@ def generate(
     return report
 
 
+def already_generated(sim: Simulator) -> bool:
+    """Whether :func:`generate` already filled this simulator (a restart keeps it)."""
+    return sim.db.meta_get("generator") is not None
+
+
 def load_catalogue(sim: Simulator, acct: str) -> Catalogue | None:
     """The catalogue a previous :func:`generate` made in this simulator, if any."""
-    import json
-
     raw = sim.db.meta_get("generator")
     if raw is None:
         return None

@@ -20,7 +20,13 @@ import pytest
 
 from stripesync.sim import clock
 from stripesync.sim.core import Knobs, Simulator
-from stripesync.sim.generator import LINK_KEY, GenerationReport, generate
+from stripesync.sim.generator import (
+    LINK_KEY,
+    GenerationError,
+    GenerationReport,
+    already_generated,
+    generate,
+)
 from stripesync.sim.server import SimServer
 
 #: 2027-01-15 00:00 UTC: the moment the generated history ends.
@@ -98,9 +104,10 @@ def test_every_invoice_sums_its_lines(objects: dict[str, list[dict[str, Any]]]) 
             assert invoice["amount_due"] == max(invoice["total"] + invoice["starting_balance"], 0)
         if invoice["status"] == "paid":
             assert invoice["amount_remaining"] == 0
-            assert invoice["amount_paid"] == invoice["amount_due"] - invoice[
-                "pre_payment_credit_notes_amount"
-            ]
+            assert (
+                invoice["amount_paid"]
+                == invoice["amount_due"] - invoice["pre_payment_credit_notes_amount"]
+            )
 
 
 def test_every_paid_invoice_has_a_succeeded_charge(
@@ -147,7 +154,9 @@ def test_statuses_agree_with_the_dates(objects: dict[str, list[dict[str, Any]]])
     for sub in objects["subscription"]:
         status = sub["status"]
         assert sub["created"] <= NOW
-        periods = [(i["current_period_start"], i["current_period_end"]) for i in sub["items"]["data"]]
+        periods = [
+            (i["current_period_start"], i["current_period_end"]) for i in sub["items"]["data"]
+        ]
         if status == "trialing":
             assert sub["trial_start"] <= NOW < sub["trial_end"], sub["id"]
         if status in ("active", "past_due"):
@@ -182,8 +191,12 @@ def test_the_business_has_every_feature(objects: dict[str, list[dict[str, Any]]]
     trials = [s for s in subs if s["trial_start"] is not None]
     assert any(s["status"] != "trialing" and s["status"] != "canceled" for s in trials)  # converted
     ended_trials = [s for s in trials if s["ended_at"] == s["trial_end"]]
-    assert any(s["cancellation_details"]["reason"] == "cancellation_requested" for s in ended_trials)
-    assert any(s["trial_settings"]["end_behavior"]["missing_payment_method"] == "pause" for s in trials)
+    assert any(
+        s["cancellation_details"]["reason"] == "cancellation_requested" for s in ended_trials
+    )
+    assert any(
+        s["trial_settings"]["end_behavior"]["missing_payment_method"] == "pause" for s in trials
+    )
     assert any(
         s["status"] == "canceled" and s["ended_at"] < s["trial_end"] for s in trials
     )  # cancelled during the trial
@@ -207,12 +220,8 @@ def test_the_business_has_every_feature(objects: dict[str, list[dict[str, Any]]]
     assert any(s["cancellation_details"]["reason"] == "payment_failed" for s in subs)
     failed = [c for c in objects["charge"] if c["status"] == "failed"]
     assert failed
-    recovered = [
-        i
-        for i in invoices
-        if i["status"] == "paid" and any(p["status"] != "succeeded" for p in i["_payments"])
-    ]
-    assert recovered
+    declined = {c["_invoice"] for c in failed}
+    assert any(i["status"] == "paid" and i["id"] in declined for i in invoices)  # recovered
     refunds = [c for c in objects["charge"] if c["amount_refunded"]]
     assert any(c["refunded"] for c in refunds) and any(not c["refunded"] for c in refunds)
     assert objects["credit_note"]
@@ -308,7 +317,9 @@ def test_events_replayed_in_order_rebuild_every_object(
             rendered.pop(name, None)
             replayed.pop(name, None)
         if rendered != replayed:
-            diff = sorted(k for k in rendered.keys() | replayed.keys() if rendered.get(k) != replayed.get(k))
+            diff = sorted(
+                k for k in rendered.keys() | replayed.keys() if rendered.get(k) != replayed.get(k)
+            )
             mismatched.append((rendered["object"], obj_id, diff))
     assert not mismatched, sorted({(m[0], tuple(m[2])) for m in mismatched})
 
@@ -355,5 +366,133 @@ def test_a_generated_file_survives_a_restart(tmp_path: Path) -> None:
         assert reopened.db.execute("SELECT count(*) FROM events") == events
         status, body, _ = reopened.request("GET", "/v1/customers", {"limit": "3"})
         assert status == 200 and len(body["data"]) == 3
+        assert already_generated(reopened)
+        with pytest.raises(GenerationError, match="already holds a generated business"):
+            generate(reopened, customers=30, seed=5)
     finally:
         reopened.close()
+
+
+def test_live_activity_keeps_the_business_moving() -> None:
+    from stripesync.sim.live import disable_live_activity, enable_live_activity
+
+    sim = Simulator(knobs=Knobs(rate_limits=False))
+    sim.freeze(NOW)
+    try:
+        generate(sim, customers=40, seed=2, years=1.0)
+        acct = sim.context().acct
+        customers = sim.db.count(acct, "customer")
+        activity = enable_live_activity(sim, seed=2, rate_per_day=20)
+        assert enable_live_activity(sim, seed=2) is activity  # registered once
+        for day in range(1, 6):
+            clock.advance(sim, NOW + day * 86400)
+        disable_live_activity(sim)
+        assert activity not in clock.ACTIVITY_HOOKS
+        assert sim.db.count(acct, "customer") >= customers + 90
+        types = Counter(
+            row[0]
+            for row in sim.db.execute(
+                "SELECT type FROM events WHERE acct=? AND created > ?", (acct, NOW)
+            )
+        )
+        for expected in (
+            "customer.created",
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "charge.failed",
+            "invoice.payment_failed",
+            "invoice.paid",
+        ):
+            assert types[expected], expected
+        assert types["customer.subscription.deleted"] or types["customer.subscription.updated"]
+        fixed = sim.db.execute(
+            "SELECT count(*) FROM events WHERE acct=? AND created > ? AND type='invoice.paid'"
+            " AND json_extract(data, '$.data.object.billing_reason')='subscription_update'",
+            (acct, NOW + 2 * 86400),
+        )[0][0]
+        assert fixed  # a declined upgrade paid once the card was fixed
+    finally:
+        disable_live_activity(sim)
+        sim.close()
+
+
+def _without(obj: dict[str, Any], *paths: str) -> dict[str, Any]:
+    """A copy of ``obj`` without the (dotted) paths that are random by nature."""
+    copied = json.loads(json.dumps(obj))
+    for path in paths:
+        node = copied
+        *parents, last = path.split(".")
+        for name in parents:
+            node = node[name]
+        node.pop(last, None)
+    return copied
+
+
+@pytest.mark.parametrize("number", ["4242424242424242", "4000000000000341"])
+def test_bulk_charges_and_intents_match_the_api_builders(number: str) -> None:
+    """The bulk phase copies a card's first charge for the next ones: same shape and values
+    as ``payments.new_charge`` / ``new_payment_intent`` would give (random parts aside)."""
+    from stripesync.sim import generator as g
+    from stripesync.sim.resources import payment_methods, payments
+
+    sim = Simulator(knobs=Knobs(rate_limits=False))
+    try:
+        ctx = sim.context()
+        ids = g._Ids(1)
+        builder = g.HistoryBuilder(g.Catalogue({}, {}, {}), ids, ctx, window_start=NOW)
+        plan = g.CustomerPlan(
+            0, NOW, "usd", "Acme", "a@acme.test", "US", "Austin", None, None, False, [], []
+        )
+        book = g._Book(plan)
+        book.customer = {"id": "cus_1", "email": "a@acme.test"}
+        card = payment_methods.new_payment_method(ids.as_sim, ctx, number, created=NOW)
+        decline = payment_methods.card_decline(ctx, card)
+        for n, amount in enumerate((4900, 1234)):
+            invoice = {
+                "id": f"in_{n}",
+                "billing_reason": "subscription_cycle",
+                "amount_remaining": amount,
+                "currency": "usd",
+            }
+            intent = builder._intent(book, invoice, NOW + n)
+            expected_intent = payments.new_payment_intent(
+                ids.as_sim,
+                ctx,
+                amount=amount,
+                currency="usd",
+                customer="cus_1",
+                description="Subscription cycle",
+                created=NOW + n,
+            )
+            expected_intent["_invoice"] = invoice["id"]
+            random_pi = ("id", "client_secret")
+            assert _without(intent, *random_pi) == _without(expected_intent, *random_pi)
+            charge = builder._charge(book, intent, card, decline, NOW + n)
+            expected = payments.new_charge(
+                ids.as_sim,
+                ctx,
+                amount=amount,
+                currency="usd",
+                customer="cus_1",
+                instrument=card,
+                decline=decline,
+                description="Subscription cycle",
+                receipt_email="a@acme.test",
+                payment_intent=intent["id"],
+                invoice=invoice["id"],
+                metadata={},
+                created=NOW + n,
+            )
+            random_ch = (
+                "id",
+                "balance_transaction",
+                "receipt_url",
+                "outcome.risk_score",
+                "payment_method_details.card.authorization_code",
+                "payment_method_details.card.network_transaction_id",
+                "_refunds.url",
+            )
+            assert _without(charge, *random_ch) == _without(expected, *random_ch)
+            assert (charge["balance_transaction"] is None) == (decline is not None)
+    finally:
+        sim.close()

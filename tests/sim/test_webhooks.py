@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import pytest
@@ -78,7 +79,12 @@ def test_failed_deliveries_are_retried_with_backoff(receiver: Receiver) -> None:
         client.v1.customers.create(params={"email": "retry@example.com"})
         requests = receiver.wait_for(1, timeout=15)
         assert len(requests) == 1
+        # the receiver has the body before the simulator has read its 200
+        deadline = time.monotonic() + 10
         rows = srv.sim.db.execute("SELECT attempts, status FROM deliveries")
+        while rows != [(4, "delivered")] and time.monotonic() < deadline:
+            time.sleep(0.02)
+            rows = srv.sim.db.execute("SELECT attempts, status FROM deliveries")
         assert rows == [(4, "delivered")]
 
 
@@ -117,7 +123,6 @@ def test_chaos_knobs_duplicate_and_drop(receiver: Receiver) -> None:
         )
         for i in range(40):
             client.v1.customers.create(params={"email": f"chaos{i}@example.com"})
-        import time
 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

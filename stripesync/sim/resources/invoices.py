@@ -45,6 +45,7 @@ from typing import Any
 
 from stripesync.sim import billing, forms
 from stripesync.sim.core import Ctx, Simulator, route, timer_handler
+from stripesync.sim.db import clone
 from stripesync.sim.errors import SimAPIError, invalid, missing, required
 from stripesync.sim.resources import customers
 from stripesync.sim.resources.catalog import load_price, make_discount, resolve_coupon
@@ -707,7 +708,7 @@ def finalize(
         account=ctx.account,
         token=sim.random_chars(24),
     )
-    old_customer = copy.deepcopy(customer)
+    old_customer = clone(customer)
     customer["next_invoice_sequence"] = sequence + 1
     applied = invoice["ending_balance"] if invoice["ending_balance"] is not None else 0
     customer["balance"] = applied
@@ -738,7 +739,7 @@ def _settle(
     settle_subscription: bool,
 ) -> dict[str, Any]:
     """Mark paid and announce it (``invoice.updated``, ``.paid``, ``.payment_succeeded``)."""
-    old = old if old is not None else copy.deepcopy(invoice)
+    old = old if old is not None else clone(invoice)
     paid_fields(invoice, at=sim.now())
     save_invoice(sim, ctx, invoice)
     emit_updated(sim, ctx, "invoice.updated", old, invoice, automatic=automatic)
@@ -780,7 +781,7 @@ def collect_payment(
     settle_subscription: bool = True,
 ) -> bool:
     """One payment attempt on an open invoice; True when it is paid."""
-    old = copy.deepcopy(invoice)
+    old = clone(invoice)
     method = (
         payment_method
         or invoice.get("default_payment_method")
@@ -885,7 +886,7 @@ def payment_intent_succeeded(
     invoice = sim.db.get(ctx.acct, invoice_id) if isinstance(invoice_id, str) else None
     if invoice is None or invoice.get("status") not in ("open", "uncollectible"):
         return None
-    old = copy.deepcopy(invoice)
+    old = clone(invoice)
     attempts = invoice.setdefault("_payments", [])
     record = next((a for a in attempts if a.get("payment_intent") == payment_intent["id"]), None)
     if record is None:
@@ -919,7 +920,7 @@ def void(
         else:
             message = "This invoice is already void."
         raise invalid(message)
-    old = copy.deepcopy(invoice)
+    old = clone(invoice)
     payments = _payments_module()
     if payments is not None and hasattr(payments, "cancel_for_invoice"):
         for attempt in invoice.get("_payments") or []:
@@ -945,7 +946,7 @@ def mark_uncollectible(
             f"You can only mark an open invoice as uncollectible; this invoice is "
             f"{invoice['status']}."
         )
-    old = copy.deepcopy(invoice)
+    old = clone(invoice)
     invoice["status"] = "uncollectible"
     invoice["status_transitions"]["marked_uncollectible_at"] = sim.now()
     invoice["next_payment_attempt"] = None
@@ -1210,7 +1211,7 @@ def update(sim: Simulator, ctx: Ctx, params: dict[str, Any], invoice_id: str) ->
                 code="invoice_not_editable",
                 param="auto_advance",
             )
-    old = copy.deepcopy(invoice)
+    old = clone(invoice)
     for name in ("description", "footer", "statement_descriptor", "default_payment_method"):
         if name in params:
             invoice[name] = params[name] or None
@@ -1622,7 +1623,7 @@ def create_item(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, A
     save_invoice_item(sim, ctx, item)
     sim.emit(ctx, "invoiceitem.created", item)
     if invoice is not None:
-        old = copy.deepcopy(invoice)
+        old = clone(invoice)
         invoice["lines"]["data"].append(
             build_item_line(item, line_id=sim.new_id("il"), invoice_id=invoice["id"])
         )
@@ -1690,7 +1691,7 @@ def update_item(sim: Simulator, ctx: Ctx, params: dict[str, Any], item_id: str) 
     check_params(params, ITEM_UPDATE_PARAMS)
     item = load_invoice_item(sim, ctx, item_id)
     invoice = _draft_for_item(sim, ctx, item["invoice"]) if item.get("invoice") else None
-    old = copy.deepcopy(item)
+    old = clone(item)
     if "description" in params:
         item["description"] = params["description"] or None
     if "metadata" in params:
@@ -1748,7 +1749,7 @@ def delete_item(sim: Simulator, ctx: Ctx, params: dict[str, Any], item_id: str) 
     sim.db.mark_deleted(ctx.acct, item_id)
     sim.emit(ctx, "invoiceitem.deleted", item)
     if invoice is not None:
-        old = copy.deepcopy(invoice)
+        old = clone(invoice)
         line = _line_of_item(invoice, item_id)
         if line is not None:
             invoice["lines"]["data"].remove(line)

@@ -31,6 +31,7 @@ from typing import Any
 
 from stripesync.sim import billing, forms, versions
 from stripesync.sim.core import Ctx, Simulator, route, timer_handler
+from stripesync.sim.db import clone
 from stripesync.sim.errors import SimAPIError, invalid, missing, required
 from stripesync.sim.resources import customers, invoices
 from stripesync.sim.resources.catalog import (
@@ -185,7 +186,7 @@ def build_item(
         "discounts": list(discounts),
         "metadata": dict(metadata or {}),
         "plan": plan_from_price(dict(price)),
-        "price": copy.deepcopy(dict(price)),
+        "price": clone(dict(price)),
         "quantity": quantity,
         "subscription": subscription_id,
         "tax_rates": [],
@@ -984,7 +985,7 @@ def create(sim: Simulator, ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     _apply_settings(sub, params)
     _apply_cancel_at(sim, sub, params, now)
     if customer.get("currency") is None:
-        old_customer = copy.deepcopy(customer)
+        old_customer = clone(customer)
         customer["currency"] = currency
         customers.save_customer(sim, ctx, customer)
         emit_updated(sim, ctx, "customer.updated", old_customer, customer)
@@ -1459,7 +1460,7 @@ def update_subscription(
                 "A canceled subscription can only update its cancellation_details and metadata.",
                 param=sorted(extra)[0],
             )
-    old = copy.deepcopy(sub)
+    old = clone(sub)
     at = forms.as_int(params, "proration_date") or now
     proration_behavior = forms.as_enum(
         params, "proration_behavior", PRORATION_BEHAVIORS, "create_prorations"
@@ -1802,7 +1803,7 @@ def _stop_automatic_collection(
     for invoice in open_invoices:
         if not invoice.get("auto_advance"):
             continue
-        old = copy.deepcopy(invoice)
+        old = clone(invoice)
         invoice["auto_advance"] = False
         invoice["next_payment_attempt"] = None
         invoices.save_invoice(sim, ctx, invoice)
@@ -1880,7 +1881,7 @@ def resume(sim: Simulator, ctx: Ctx, params: dict[str, Any], sub_id: str) -> dic
         "allow_incomplete",
     )
     now = sim.now()
-    old = copy.deepcopy(sub)
+    old = clone(sub)
     sub["status"] = "active"
     if anchor == "now":
         start, end = _reset_period(sub, now)
@@ -1904,7 +1905,7 @@ def delete_discount(
         raise SimAPIError(
             404, f"No active discount for subscription: {sub_id}", code="resource_missing"
         )
-    old = copy.deepcopy(sub)
+    old = clone(sub)
     first = sim.db.get(ctx.acct, sub["discounts"][0]) or {"id": sub["discounts"][0]}
     for discount_id in sub["discounts"]:
         gone = sim.db.get(ctx.acct, discount_id)
@@ -1926,7 +1927,7 @@ def invoice_settled(
     sub = sim.db.get(ctx.acct, str(invoice.get("subscription")))
     if sub is None or sub.get("object") != "subscription":
         return
-    old = copy.deepcopy(sub)
+    old = clone(sub)
     pending = sub.get("_pending_state")
     if paid and pending and pending.get("invoice") == invoice["id"]:
         applied = pending["sub"]
@@ -1966,7 +1967,7 @@ def retries_exhausted(sim: Simulator, ctx: Ctx, invoice: Mapping[str, Any]) -> N
     if RETRIES_EXHAUSTED == "cancel":
         cancel(sim, ctx, sub, reason="payment_failed", automatic=True)
     elif RETRIES_EXHAUSTED == "unpaid":
-        old = copy.deepcopy(sub)
+        old = clone(sub)
         sub["status"] = "unpaid"
         save_subscription(sim, ctx, sub)
         emit_updated(sim, ctx, "customer.subscription.updated", old, sub, automatic=True)
@@ -1990,7 +1991,7 @@ def _on_timer(sim: Simulator, ctx: Ctx, sub_id: str, at: int) -> None:
     sub = sim.db.get(ctx.acct, sub_id)
     if sub is None or sub.get("object") != "subscription":
         return
-    old = copy.deepcopy(sub)
+    old = clone(sub)
     status = sub["status"]
     if status == "incomplete" and at >= int(sub["created"]) + INCOMPLETE_EXPIRY_SECONDS:
         _expire(sim, ctx, sub, old)
@@ -2069,7 +2070,7 @@ def renew(
     """Start the next period and invoice it (``subscription_cycle``; a draft that Stripe
     finalizes and collects an hour later). Paused collection voids, keeps as draft or
     marks uncollectible, as ``pause_collection.behavior`` says."""
-    old = old if old is not None else copy.deepcopy(sub)
+    old = old if old is not None else clone(sub)
     _prune_discounts(sim, ctx, sub, at, automatic=True)
     interval, count = recurring_of(sub)
     anchor_day = datetime.fromtimestamp(int(sub["billing_cycle_anchor"]), UTC).day
@@ -2095,10 +2096,12 @@ def renew(
     pause = sub.get("pause_collection")
     if pause:
         if pause["behavior"] == "keep_as_draft":
+            drafted = clone(invoice)
             invoice["auto_advance"] = False
             invoice["automatically_finalizes_at"] = None
             invoice["next_payment_attempt"] = None
             invoices.save_invoice(sim, ctx, invoice)
+            emit_updated(sim, ctx, "invoice.updated", drafted, invoice, automatic=True)
         else:
             invoice["auto_advance"] = False
             invoices.finalize(sim, ctx, invoice, automatic=True, settle_subscription=False)
