@@ -52,7 +52,11 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from stripesync.profiles.recompute import rebuild, recompute_customers  # noqa: E402
+from stripesync.profiles.recompute import (  # noqa: E402
+    default_workers,
+    rebuild,
+    recompute_customers,
+)
 from stripesync.profiles.settings import ProfileSettings, save_profile_settings  # noqa: E402
 from stripesync.profiles.store import (  # noqa: E402
     profile_customers,
@@ -163,8 +167,7 @@ def build_raw_store(path: Path, customers: int, seed: int) -> None:
         leftover.unlink(missing_ok=True)
     tmp.rename(path)
     print(
-        f"raw store {path} filled with {written:,} objects in "
-        f"{time.monotonic() - started:.0f}s",
+        f"raw store {path} filled with {written:,} objects in {time.monotonic() - started:.0f}s",
         file=sys.stderr,
     )
 
@@ -200,9 +203,7 @@ def _copy_to_postgres(sqlite_path: Path, url: str) -> Store:
                 with target.write() as dst:
                     dst.execute(sa.insert(table), rows)
     with target.write() as dst:
-        dst.execute(
-            sa.text("SELECT setval('sources_id_seq', (SELECT max(id) FROM sources))")
-        )
+        dst.execute(sa.text("SELECT setval('sources_id_seq', (SELECT max(id) FROM sources))"))
     source.close()
     return target
 
@@ -280,16 +281,17 @@ def run(backend: str, raw: Path, args: argparse.Namespace) -> dict[str, Any]:
                 ).scalar_one()
             )
         _wipe_derived(store)
+        load_before = os.getloadavg()[0]
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        cold = rebuild(store, source_id)
+        cold = rebuild(store, source_id, workers=args.workers)
         if profiler is not None:
             profiler.disable()
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
             print(out.getvalue(), file=sys.stderr)
-        warm = rebuild(store, source_id)
+        warm = rebuild(store, source_id, workers=args.workers)
         hooks = _webhooks(store, source_id, args.webhooks, args.seed)
         return {
             "backend": backend,
@@ -305,6 +307,8 @@ def run(backend: str, raw: Path, args: argparse.Namespace) -> dict[str, Any]:
             "errors": len(cold.errors),
             "webhook": hooks,
             "peak_rss_mb": round(_rss_mb()),
+            "workers": args.workers if args.workers is not None else default_workers(),
+            "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         }
     finally:
         store.close()
@@ -321,6 +325,9 @@ def main() -> None:
     parser.add_argument("--raw-store", type=Path, default=None)
     parser.add_argument("--webhooks", type=int, default=1000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="Compute processes (default: per CPU)."
+    )
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     raw = args.raw_store or CACHE / f"raw-{args.customers}-{args.seed}.db"

@@ -334,9 +334,7 @@ def lag(store: Any, tag: str) -> dict[str, Any]:
                 stripe_events.c.id.like(f"%\\_{tag}%", escape="\\")
             )
         ).all()
-    lags = sorted(
-        (p - r).total_seconds() for r, p in rows if p is not None and r is not None
-    )
+    lags = sorted((p - r).total_seconds() for r, p in rows if p is not None and r is not None)
     if not lags:
         return {"events": 0}
     return {
@@ -371,7 +369,12 @@ def drop_database(admin: str, name: str) -> None:
 
 
 def run_backend(
-    backend: str, opts: argparse.Namespace, workdir: Path, sim_url: str, sim_key: str, rounds: Rounds
+    backend: str,
+    opts: argparse.Namespace,
+    workdir: Path,
+    sim_url: str,
+    sim_key: str,
+    rounds: Rounds,
 ) -> dict[str, Any]:
     from cryptography.fernet import Fernet
 
@@ -389,10 +392,16 @@ def run_backend(
         "STRIPESYNC_STRIPE_BUDGET_ENDPOINT": "1000",
     }
     env.pop("STRIPESYNC_PUBLIC_URL", None)
+    if opts.receive_only:
+        env["_STRIPESYNC_RECEIVE_ONLY"] = "1"  # nothing applies the events: acceptance alone
     port = free_port()
     serve: subprocess.Popen[bytes] | None = None
     store = None
-    results: dict[str, Any] = {"backend": backend, "workers": opts.workers}
+    results: dict[str, Any] = {
+        "backend": backend,
+        "workers": opts.workers,
+        "load_before": os.getloadavg(),
+    }
     try:
         cli(env, "connect", "--name", SOURCE, "--api-key", sim_key, "--api-base", sim_url)
         cli(env, "webhook-secret", SOURCE, SECRET)
@@ -404,8 +413,14 @@ def run_backend(
         with (workdir / f"serve-{backend}.log").open("wb") as log:
             serve = subprocess.Popen(
                 [
-                    sys.executable, "-m", "stripesync.cli", "serve",
-                    "--port", str(port), "--workers", str(opts.workers),
+                    sys.executable,
+                    "-m",
+                    "stripesync.cli",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(opts.workers),
                 ],
                 env=env,
                 stdout=log,
@@ -413,32 +428,55 @@ def run_backend(
             )
         wait_http(f"http://127.0.0.1:{port}/", serve, "stripesync serve")
         time.sleep(1.0)
+        phases = opts.phases.split(",")
         # 1. throughput
-        warm = loadgen(port, rounds.take(2000, "w", 3000), workdir, rate=0, duration=10,
-                       connections=opts.connections)
-        wait_drained(store)
+        warm = loadgen(
+            port,
+            rounds.take(2000, "w", 3000),
+            workdir,
+            rate=0,
+            duration=10,
+            connections=opts.connections,
+        )
+        if not opts.receive_only:
+            wait_drained(store)
         bodies = rounds.take(int(opts.duration * 6000), "t", 3000)
-        t = loadgen(port, bodies, workdir, rate=0, duration=opts.duration,
-                    connections=opts.connections)
-        t["catch_up_s"] = wait_drained(store)
+        t = loadgen(
+            port, bodies, workdir, rate=0, duration=opts.duration, connections=opts.connections
+        )
+        t["catch_up_s"] = 0.0 if opts.receive_only else wait_drained(store)
         t["processed_per_s"] = t["sent"] / (t["seconds"] + t["catch_up_s"])
         results["warmup_per_s"] = warm["per_second"]
         results["throughput"] = t
         print(f"[{backend}] throughput: {json.dumps(t)}", flush=True)
+        if opts.receive_only or "latency" not in phases:
+            return results
         # 2. latency at 500/s
-        latency = loadgen(port, rounds.take(int(500 * opts.duration), "l", 500), workdir,
-                          rate=500, duration=opts.duration, connections=opts.connections)
+        latency = loadgen(
+            port,
+            rounds.take(int(500 * opts.duration), "l", 500),
+            workdir,
+            rate=500,
+            duration=opts.duration,
+            connections=opts.connections,
+        )
         wait_drained(store)
         results["at_500"] = latency
         print(f"[{backend}] at 500/s: {json.dumps(latency)}", flush=True)
         # 3. processing at 1000/s
-        steady = loadgen(port, rounds.take(int(1000 * opts.processing_duration), "p", 1000), workdir,
-                         rate=1000, duration=opts.processing_duration,
-                         connections=opts.connections)
+        steady = loadgen(
+            port,
+            rounds.take(int(1000 * opts.processing_duration), "p", 1000),
+            workdir,
+            rate=1000,
+            duration=opts.processing_duration,
+            connections=opts.connections,
+        )
         steady["backlog_at_end"] = backlog(store)
         steady["catch_up_s"] = wait_drained(store)
         steady["lag"] = lag(store, "p")
         results["at_1000"] = steady
+        results["load_after"] = os.getloadavg()
         print(f"[{backend}] at 1000/s: {json.dumps(steady)}", flush=True)
     finally:
         if serve is not None:
@@ -476,6 +514,8 @@ def machine() -> dict[str, Any]:
         "memory_gib": memory,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # Other processes on the same cores skew every figure: recorded with them.
+        "load_average": os.getloadavg(),
     }
 
 
@@ -493,8 +533,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--processing-duration", type=float, default=30.0)
-    parser.add_argument("--postgres", default=os.environ.get("STRIPESYNC_BENCH_POSTGRES", DEFAULT_PG))
+    parser.add_argument(
+        "--postgres", default=os.environ.get("STRIPESYNC_BENCH_POSTGRES", DEFAULT_PG)
+    )
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument(
+        "--receive-only",
+        action="store_true",
+        help="measure acceptance alone: the server stores events and applies none",
+    )
+    parser.add_argument("--phases", default="throughput,latency,processing")
     opts = parser.parse_args()
     if opts.loadgen:
         loadgen_main(opts)
@@ -513,8 +561,16 @@ def main() -> None:
         with (workdir / "sim.log").open("wb") as log:
             sim = subprocess.Popen(
                 [
-                    sys.executable, "-m", "stripesync.cli", "sim", "serve", "--db", str(sim_path),
-                    "--port", str(sim_port), "--no-rate-limits",
+                    sys.executable,
+                    "-m",
+                    "stripesync.cli",
+                    "sim",
+                    "serve",
+                    "--db",
+                    str(sim_path),
+                    "--port",
+                    str(sim_port),
+                    "--no-rate-limits",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -127,7 +127,7 @@ def show_cmd(
     if as_json:
         body = found.as_json()
         body.update(
-            customers=customers,
+            stripe_customers=customers,
             stage_history=history,
             merges=merges,
             paid_invoices=invoices,

@@ -38,6 +38,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -113,6 +114,8 @@ _ISSUED = ("paid", "open", "uncollectible")
 _RECURRING = frozenset({"subscription_cycle", "subscription_create"})
 #: Newest objects read in full per customer (or subscription) before follow-ups.
 _LEAN = 3
+#: Newest paid invoices read per subscription: rule 13 reads the newest paid plan one.
+_LEAN_PAID = 1
 _IN_CHUNK = 900
 #: Up to this many customers, all their invoices and charges are read at once.
 _SMALL = 16
@@ -207,18 +210,69 @@ def _loads(value: Any) -> Any:
 
 
 class _Where:
-    """Which customers a batch covers: an id list (recompute) or an id range (rebuild)."""
+    """Which rows a query covers: an id list (recompute) or an id range (rebuild).
 
-    def __init__(self, ids: Sequence[str] | None = None, lo: str = "", hi: str = "") -> None:
-        self.ids = list(ids) if ids is not None else None
+    Statements are built once per shape (`_statement`) with bound parameters, so a
+    webhook's recompute pays for executing its dozen queries, not for building them.
+    """
+
+    def __init__(self, ids: Iterable[str] | None = None, lo: str = "", hi: str = "") -> None:
+        self.ids = sorted(ids) if ids is not None else None
         self.lo, self.hi = lo, hi
 
-    def clauses(self, column: Any) -> Iterator[Any]:
+    @property
+    def kind(self) -> str:
+        return "range" if self.ids is None else "ids"
+
+    def condition(self, column: Any) -> Any:
         if self.ids is None:
-            yield sa.and_(column >= self.lo, column <= self.hi)
+            return column.between(sa.bindparam("lo"), sa.bindparam("hi"))
+        return column.in_(sa.bindparam("ids", expanding=True))
+
+    def params(self) -> Iterator[dict[str, Any]]:
+        if self.ids is None:
+            yield {"lo": self.lo, "hi": self.hi}
             return
         for start in range(0, len(self.ids), _IN_CHUNK):
-            yield column.in_(self.ids[start : start + _IN_CHUNK])
+            yield {"ids": self.ids[start : start + _IN_CHUNK]}
+
+
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _statement(conn: Connection, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """A statement built once per dialect and shape (SQLAlchemy then reuses its SQL)."""
+    full = (conn.dialect.name, *key)
+    stmt = _STATEMENTS.get(full)
+    if stmt is None:
+        stmt = _STATEMENTS[full] = build()
+    return stmt
+
+
+def _select(
+    conn: Connection,
+    name: str,
+    where: _Where,
+    build: Callable[[Callable[[Any], Any]], Any],
+    **params: Any,
+) -> Iterator[Any]:
+    """Rows of the statement ``build(condition)`` for each chunk of ``where``."""
+    stmt = _statement(conn, (name, where.kind), lambda: build(where.condition))
+    for chunk in where.params():
+        yield from conn.execute(stmt, {**params, **chunk})
+
+
+_SOURCE: Any = sa.bindparam("source_id")
+
+
+def _whole_table(conn: Connection, table: sa.Table) -> Any:
+    return sa.select(table.c.id, _text(conn, table.c.data)).where(table.c.source_id == _SOURCE)
+
+
+def _by_customer(conn: Connection, table: sa.Table, cond: Callable[[Any], Any]) -> Any:
+    return sa.select(table.c.customer, table.c.id, _text(conn, table.c.data)).where(
+        table.c.source_id == _SOURCE, cond(table.c.customer)
+    )
 
 
 class _Catalog:
@@ -234,16 +288,15 @@ class _Catalog:
         }
         self.absent: set[tuple[str, str]] = set()
 
+        self._prices: dict[str, dict[str, Any]] | None = None
+
     def preload(self, conn: Connection) -> None:
         for kind in self.objects:
             table = raw_table(kind)
-            for row in _rows(
-                conn,
-                sa.select(table.c.id, _text(conn, table.c.data)).where(
-                    table.c.source_id == self.source_id
-                ),
-            ):
+            stmt = _statement(conn, ("catalog", kind), partial(_whole_table, conn, table))
+            for row in conn.execute(stmt, {"source_id": self.source_id}):
                 self.objects[kind][row[0]] = _loads(row[1])
+        self._prices = None
 
     def ensure(self, conn: Connection, kind: str, ids: Iterable[str]) -> None:
         wanted = [
@@ -252,20 +305,24 @@ class _Catalog:
         if not wanted:
             return
         table = raw_table(kind)
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start : start + _IN_CHUNK]
-            for row in _rows(
-                conn,
-                sa.select(table.c.id, _text(conn, table.c.data)).where(
-                    table.c.source_id == self.source_id, table.c.id.in_(chunk)
-                ),
-            ):
-                self.objects[kind][row[0]] = _loads(row[1])
+        for row in _select(
+            conn,
+            f"catalog-{kind}",
+            _Where(wanted),
+            lambda cond: sa.select(table.c.id, _text(conn, table.c.data)).where(
+                table.c.source_id == _SOURCE, cond(table.c.id)
+            ),
+            source_id=self.source_id,
+        ):
+            self.objects[kind][row[0]] = _loads(row[1])
         self.absent.update((kind, i) for i in wanted if i not in self.objects[kind])
+        self._prices = None
 
     @property
     def prices(self) -> dict[str, dict[str, Any]]:
-        return {**self.objects["plan"], **self.objects["price"]}
+        if self._prices is None:
+            self._prices = {**self.objects["plan"], **self.objects["price"]}
+        return self._prices
 
 
 def _line_fields(conn: Connection) -> Any:
@@ -301,35 +358,39 @@ def _load(
     subs_t = raw_table("subscription")
     lines_t = raw_table("line_item")
     inputs: dict[str, _Inputs] = {}
-    for clause in where.clauses(customers_t.c.id):
-        for row in _rows(
-            conn,
-            sa.select(
-                customers_t.c.id, _text(conn, customers_t.c.data), customers_t.c.version_hi
-            ).where(customers_t.c.source_id == source_id, clause),
-        ):
-            inputs[row[0]] = _Inputs(
-                row[0], _loads(row[1]), int(row[2]), customer_observed_ms=int(row[2])
-            )
+    for row in _select(
+        conn,
+        "customers",
+        where,
+        lambda cond: sa.select(
+            customers_t.c.id, _text(conn, customers_t.c.data), customers_t.c.version_hi
+        ).where(customers_t.c.source_id == _SOURCE, cond(customers_t.c.id)),
+        source_id=source_id,
+    ):
+        inputs[row[0]] = _Inputs(
+            row[0], _loads(row[1]), int(row[2]), customer_observed_ms=int(row[2])
+        )
     if not inputs:
         return inputs
-    for clause in where.clauses(subs_t.c.customer):
-        for row in _rows(
-            conn,
-            sa.select(
-                subs_t.c.customer,
-                subs_t.c.id,
-                _text(conn, subs_t.c.data),
-                subs_t.c.version_lo,
-                subs_t.c.version_hi,
-            ).where(subs_t.c.source_id == source_id, clause),
-        ):
-            found = inputs.get(row[0])
-            if found is None:
-                continue
-            found.subscriptions.append(_loads(row[2]))
-            found.sub_observed_ms[row[1]] = int(row[3])
-            found.observed_ms = max(found.observed_ms, int(row[4]))
+    for row in _select(
+        conn,
+        "subscriptions",
+        where,
+        lambda cond: sa.select(
+            subs_t.c.customer,
+            subs_t.c.id,
+            _text(conn, subs_t.c.data),
+            subs_t.c.version_lo,
+            subs_t.c.version_hi,
+        ).where(subs_t.c.source_id == _SOURCE, cond(subs_t.c.customer)),
+        source_id=source_id,
+    ):
+        found = inputs.get(row[0])
+        if found is None:
+            continue
+        found.subscriptions.append(_loads(row[2]))
+        found.sub_observed_ms[row[1]] = int(row[3])
+        found.observed_ms = max(found.observed_ms, int(row[4]))
 
     if where.ids is not None and len(where.ids) <= _SMALL:
         # A few customers (a webhook's): reading all their invoices and charges in one
@@ -339,36 +400,37 @@ def _load(
         invoice_status = _load_lean(conn, source_id, where, inputs, settings)
 
     # Invoice lines, scalar fields only: what the revenue history reads.
-    fields = _line_fields(conn)
-    for clause in where.clauses(lines_t.c.customer):
-        for row in _rows(
-            conn,
-            sa.select(
-                lines_t.c.customer,
-                lines_t.c.invoice,
-                lines_t.c.subscription,
-                lines_t.c.price,
-                fields,
-            ).where(lines_t.c.source_id == source_id, clause),
-        ):
-            found = inputs.get(row[0])
-            if found is None:
-                continue
-            start, end, quantity, amount, proration, parent_type, legacy = orjson.loads(row[4])
-            found.lines.append(
-                LineFact(
-                    invoice_id=row[1] or "",
-                    invoice_status=invoice_status.get(row[1] or ""),
-                    subscription_id=row[2],
-                    price_id=row[3],
-                    quantity=quantity if isinstance(quantity, int) else None,
-                    period_start=start if isinstance(start, int) else None,
-                    period_end=end if isinstance(end, int) else None,
-                    proration=bool(proration if proration is not None else legacy),
-                    amount=amount if isinstance(amount, int) else None,
-                    subscription_charge=parent_type in (None, "subscription_item_details"),
-                )
+    for row in _select(
+        conn,
+        "lines",
+        where,
+        lambda cond: sa.select(
+            lines_t.c.customer,
+            lines_t.c.invoice,
+            lines_t.c.subscription,
+            lines_t.c.price,
+            _line_fields(conn),
+        ).where(lines_t.c.source_id == _SOURCE, cond(lines_t.c.customer)),
+        source_id=source_id,
+    ):
+        found = inputs.get(row[0])
+        if found is None:
+            continue
+        start, end, quantity, amount, proration, parent_type, legacy = orjson.loads(row[4])
+        found.lines.append(
+            LineFact(
+                invoice_id=row[1] or "",
+                invoice_status=invoice_status.get(row[1] or ""),
+                subscription_id=row[2],
+                price_id=row[3],
+                quantity=quantity if isinstance(quantity, int) else None,
+                period_start=start if isinstance(start, int) else None,
+                period_end=end if isinstance(end, int) else None,
+                proration=bool(proration if proration is not None else legacy),
+                amount=amount if isinstance(amount, int) else None,
+                subscription_charge=parent_type in (None, "subscription_item_details"),
             )
+        )
 
     # The catalogue these customers use.
     price_ids: set[str] = set()
@@ -414,17 +476,19 @@ def _load_lean(
     ch_t = raw_table("charge")
     # Invoices: key columns of all, full JSON of those traits can depend on.
     inv_keys: dict[str, list[tuple[str, str | None, str | None, int, str]]] = {}
-    for clause in where.clauses(inv_t.c.customer):
-        for row in _rows(
-            conn,
-            sa.select(
-                inv_t.c.customer, inv_t.c.subscription, inv_t.c.status, inv_t.c.created, inv_t.c.id
-            ).where(inv_t.c.source_id == source_id, clause),
-        ):
-            if row[0] in inputs:
-                inv_keys.setdefault(row[0], []).append(
-                    (row[0], row[1], row[2], int(row[3] or 0), row[4])
-                )
+    for row in _select(
+        conn,
+        "invoice-keys",
+        where,
+        lambda cond: sa.select(
+            inv_t.c.customer, inv_t.c.subscription, inv_t.c.status, inv_t.c.created, inv_t.c.id
+        ).where(inv_t.c.source_id == _SOURCE, cond(inv_t.c.customer)),
+        source_id=source_id,
+    ):
+        if row[0] in inputs:
+            inv_keys.setdefault(row[0], []).append(
+                (row[0], row[1], row[2], int(row[3] or 0), row[4])
+            )
     wanted_inv: set[str] = set()
     invoice_status: dict[str, str | None] = {}
     for rows in inv_keys.values():
@@ -441,21 +505,23 @@ def _load_lean(
                 if sub is not None and sub not in per_sub_issued:
                     wanted_inv.add(inv_id)
                     per_sub_issued.add(sub)
-            if status == "paid" and sub is not None and per_sub_paid.get(sub, 0) < _LEAN:
+            if status == "paid" and sub is not None and per_sub_paid.get(sub, 0) < _LEAN_PAID:
                 wanted_inv.add(inv_id)
                 per_sub_paid[sub] = per_sub_paid.get(sub, 0) + 1
     _fetch(conn, inv_t, source_id, wanted_inv, inputs, "invoices")
 
     ch_keys: dict[str, list[tuple[str, str | None, int, str]]] = {}
-    for clause in where.clauses(ch_t.c.customer):
-        for row in _rows(
-            conn,
-            sa.select(ch_t.c.customer, ch_t.c.status, ch_t.c.created, ch_t.c.id).where(
-                ch_t.c.source_id == source_id, clause
-            ),
-        ):
-            if row[0] in inputs:
-                ch_keys.setdefault(row[0], []).append((row[0], row[1], int(row[2] or 0), row[3]))
+    for row in _select(
+        conn,
+        "charge-keys",
+        where,
+        lambda cond: sa.select(ch_t.c.customer, ch_t.c.status, ch_t.c.created, ch_t.c.id).where(
+            ch_t.c.source_id == _SOURCE, cond(ch_t.c.customer)
+        ),
+        source_id=source_id,
+    ):
+        if row[0] in inputs:
+            ch_keys.setdefault(row[0], []).append((row[0], row[1], int(row[2] or 0), row[3]))
     wanted_ch: set[str] = set()
     for charge_rows in ch_keys.values():
         charge_rows.sort(key=lambda r: (r[2], r[3]), reverse=True)
@@ -466,13 +532,12 @@ def _load_lean(
     # Exact follow-ups where the newest objects do not settle a trait.
     more_inv: set[str] = set()
     more_ch: set[str] = set()
+    fallback: list[str] = []
     for cid, found in inputs.items():
         keys = inv_keys.get(cid, [])
         charges = ch_keys.get(cid, [])
         if _needs_link_fallback(found, settings.link_key):
-            more_inv.update(r[4] for r in keys)
-            more_ch.update(r[3] for r in charges)
-            continue
+            fallback.append(cid)
         loaded_charges = list(found.charges.values())
         if not any(_paid_charge(c) for c in loaded_charges):
             # Last payment falls back to paid invoices; the card to charge details.
@@ -484,10 +549,14 @@ def _load_lean(
             more_ch.update(r[3] for r in charges)
         for sub_id in {r[1] for r in keys if r[1] is not None}:
             paid = [r[4] for r in keys if r[1] == sub_id and r[2] == "paid"]
-            if len(paid) > _LEAN and not any(
-                found.invoices.get(i, {}).get("billing_reason") in _RECURRING for i in paid[:_LEAN]
+            if len(paid) > _LEAN_PAID and not any(
+                _plan_invoice(found.invoices.get(i, {})) for i in paid[:_LEAN_PAID]
             ):
                 more_inv.update(paid)
+    if fallback and settings.link_key is not None:
+        # The link id may sit on any invoice or charge: read those naming the key only.
+        more_inv |= _mentioning(conn, inv_t, source_id, fallback, settings.link_key)
+        more_ch |= _mentioning(conn, ch_t, source_id, fallback, settings.link_key)
     _fetch(conn, inv_t, source_id, more_inv - wanted_inv, inputs, "invoices")
     _fetch(conn, ch_t, source_id, more_ch - wanted_ch, inputs, "charges")
     return invoice_status
@@ -498,20 +567,20 @@ def _load_all(
 ) -> dict[str, str | None]:
     invoice_status: dict[str, str | None] = {}
     for table, into in ((raw_table("invoice"), "invoices"), (raw_table("charge"), "charges")):
-        for clause in where.clauses(table.c.customer):
-            for row in _rows(
-                conn,
-                sa.select(table.c.customer, table.c.id, _text(conn, table.c.data)).where(
-                    table.c.source_id == source_id, clause
-                ),
-            ):
-                found = inputs.get(row[0])
-                if found is None:
-                    continue
-                obj = _loads(row[2])
-                getattr(found, into)[row[1]] = obj
-                if into == "invoices":
-                    invoice_status[row[1]] = obj.get("status")
+        for row in _select(
+            conn,
+            f"all-{into}",
+            where,
+            partial(_by_customer, conn, table),
+            source_id=source_id,
+        ):
+            found = inputs.get(row[0])
+            if found is None:
+                continue
+            obj = _loads(row[2])
+            getattr(found, into)[row[1]] = obj
+            if into == "invoices":
+                invoice_status[row[1]] = obj.get("status")
     return invoice_status
 
 
@@ -535,18 +604,29 @@ def _fetch(
 ) -> None:
     if not ids:
         return
-    ordered = sorted(ids)
-    for start in range(0, len(ordered), _IN_CHUNK):
-        chunk = ordered[start : start + _IN_CHUNK]
-        for row in _rows(
-            conn,
-            sa.select(table.c.customer, table.c.id, _text(conn, table.c.data)).where(
-                table.c.source_id == source_id, table.c.id.in_(chunk)
-            ),
-        ):
-            found = inputs.get(row[0])
-            if found is not None:
-                getattr(found, into)[row[1]] = _loads(row[2])
+    for row in _select(
+        conn,
+        f"fetch-{table.name}",
+        _Where(ids),
+        lambda cond: sa.select(table.c.customer, table.c.id, _text(conn, table.c.data)).where(
+            table.c.source_id == _SOURCE, cond(table.c.id)
+        ),
+        source_id=source_id,
+    ):
+        found = inputs.get(row[0])
+        if found is not None:
+            getattr(found, into)[row[1]] = _loads(row[2])
+
+
+def _plan_invoice(invoice: Mapping[str, Any]) -> bool:
+    """Whether rule 13 can read this invoice: a plan invoice, not prorations only."""
+    if invoice.get("billing_reason") not in _RECURRING:
+        return False
+    lines = (invoice.get("lines") or {}).get("data") or []
+    return not lines or not all(
+        ((line.get("parent") or {}).get("subscription_item_details") or {}).get("proration")
+        for line in lines
+    )
 
 
 def _paid_charge(charge: Mapping[str, Any]) -> bool:
@@ -555,6 +635,37 @@ def _paid_charge(charge: Mapping[str, Any]) -> bool:
         and charge.get("paid", True) is not False
         and charge.get("captured", True) is not False
     )
+
+
+def _mentioning(
+    conn: Connection, table: sa.Table, source_id: int, customer_ids: Sequence[str], key: str
+) -> set[str]:
+    """Ids of these customers' objects whose JSON names the metadata key at all.
+
+    A superset of the objects holding it (the caller checks where it sits), found by the
+    database without decoding documents: a text search on SQLite, key tests on JSONB.
+    """
+    if conn.dialect.name == "postgresql":
+        test: Any = sa.text(
+            f"(({table.name}.data -> 'metadata') ? :link_key OR "
+            f"({table.name}.data #> '{{parent,subscription_details,metadata}}') ? :link_key)"
+        ).bindparams(link_key=key)
+    else:
+        test = sa.func.instr(sa.type_coerce(table.c.data, sa.Text), orjson.dumps(key).decode()) > 0
+    found: set[str] = set()
+    for start in range(0, len(customer_ids), _IN_CHUNK):
+        found.update(
+            str(r[0])
+            for r in _rows(
+                conn,
+                sa.select(table.c.id).where(
+                    table.c.source_id == source_id,
+                    table.c.customer.in_(customer_ids[start : start + _IN_CHUNK]),
+                    test,
+                ),
+            )
+        )
+    return found
 
 
 def _needs_link_fallback(found: _Inputs, key: str | None) -> bool:
@@ -747,7 +858,14 @@ def _link(
         return link_id(customer, (), (), (), key=key)
     if any(_metadata_value(sub, key) and sub.get("deleted") is not True for sub in subs):
         return link_id(customer, subs, (), (), key=key)
-    return link_id(customer, subs, invoices, charges, key=key)
+    tagged_invoices = [
+        inv
+        for inv in invoices
+        if _metadata_value(inv, key)
+        or _metadata_value(((inv.get("parent") or {}).get("subscription_details") or {}), key)
+    ]
+    tagged_charges = [ch for ch in charges if _metadata_value(ch, key)]
+    return link_id(customer, (), tagged_invoices, tagged_charges, key=key)
 
 
 def _metadata_value(obj: Mapping[str, Any], key: str) -> bool:
@@ -893,10 +1011,15 @@ class _Profiles:
 
 def _load_profiles_by_id(conn: Connection, found: _Profiles, ids: Iterable[int]) -> None:
     wanted = sorted(set(ids) - set(found.by_id))
+    if not wanted:
+        return
+    stmt = _statement(
+        conn,
+        ("profiles-by-id",),
+        lambda: sa.select(profiles).where(profiles.c.id.in_(sa.bindparam("ids", expanding=True))),
+    )
     for start in range(0, len(wanted), _IN_CHUNK):
-        for row in _rows(
-            conn, sa.select(profiles).where(profiles.c.id.in_(wanted[start : start + _IN_CHUNK]))
-        ):
+        for row in conn.execute(stmt, {"ids": wanted[start : start + _IN_CHUNK]}):
             found.add(row)
 
 
@@ -906,31 +1029,80 @@ def _load_profiles_by_ref(conn: Connection, found: _Profiles, refs: Iterable[Pro
         if ref not in found.by_ref:
             by_kind.setdefault(ref.kind, []).append(ref.id)
     for kind, ids in by_kind.items():
-        ids.sort()
-        for start in range(0, len(ids), _IN_CHUNK):
-            for row in _rows(
-                conn,
-                sa.select(profiles).where(
-                    profiles.c.kind == kind, profiles.c.link_id.in_(ids[start : start + _IN_CHUNK])
-                ),
-            ):
-                found.add(row)
+        for row in _select(
+            conn,
+            "profiles-by-ref",
+            _Where(ids),
+            lambda cond: sa.select(profiles).where(
+                profiles.c.kind == sa.bindparam("kind"), cond(profiles.c.link_id)
+            ),
+            kind=kind,
+        ):
+            found.add(row)
 
 
 def _members_of(conn: Connection, profile_ids: Iterable[int]) -> dict[tuple[int, str], int]:
     ids = sorted(set(profile_ids))
     out: dict[tuple[int, str], int] = {}
+    if not ids:
+        return out
+    stmt = _statement(
+        conn,
+        ("members",),
+        lambda: sa.select(
+            profile_customers.c.source_id,
+            profile_customers.c.customer_id,
+            profile_customers.c.profile_id,
+        ).where(profile_customers.c.profile_id.in_(sa.bindparam("ids", expanding=True))),
+    )
     for start in range(0, len(ids), _IN_CHUNK):
-        for row in _rows(
-            conn,
-            sa.select(
-                profile_customers.c.source_id,
-                profile_customers.c.customer_id,
-                profile_customers.c.profile_id,
-            ).where(profile_customers.c.profile_id.in_(ids[start : start + _IN_CHUNK])),
-        ):
+        for row in conn.execute(stmt, {"ids": ids[start : start + _IN_CHUNK]}):
             out[(int(row[0]), str(row[1]))] = int(row[2])
     return out
+
+
+def _upsert_links(conn: Connection) -> Any:
+    stmt = _insert(conn, profile_customers)
+    return stmt.on_conflict_do_update(
+        index_elements=[profile_customers.c.source_id, profile_customers.c.customer_id],
+        set_={
+            c.name: stmt.excluded[c.name]
+            for c in profile_customers.columns
+            if c.name not in ("source_id", "customer_id")
+        },
+    )
+
+
+def _create_statement(conn: Connection) -> Any:
+    stmt = _insert(conn, profiles)
+    return stmt.on_conflict_do_update(
+        index_elements=[profiles.c.kind, profiles.c.link_id],
+        set_={"status": "active", "merged_into": None, "updated_at": stmt.excluded.updated_at},
+    )
+
+
+_PROFILE_FIELDS = (
+    "traits",
+    "customers",
+    "mrr",
+    "arr",
+    "reporting_currency",
+    "reporting_mrr",
+    "reporting_arr",
+    "paying",
+    "stage",
+    "stage_since",
+    "renewal_at",
+    "updated_at",
+)
+
+
+def _update_profile() -> Any:
+    return (
+        sa.update(profiles)
+        .where(profiles.c.id == sa.bindparam("b_id"))
+        .values({name: sa.bindparam(name) for name in _PROFILE_FIELDS})
+    )
 
 
 def _ref_key(ref: CustomerRef) -> tuple[int, str]:
@@ -958,24 +1130,38 @@ class _Writer:
         since then (a webhook during a rebuild) keep that newer state."""
         conn, source_id, settings = self.conn, self.source_id, self.settings
         batch_keys = [(source_id, cid) for cid in (*outcomes, *gone)]
-        existing_rows: dict[str, sa.Row[Any]] = {}
-        for start in range(0, len(batch_keys), _IN_CHUNK):
-            chunk = [cid for _, cid in batch_keys[start : start + _IN_CHUNK]]
-            for row in _rows(
-                conn,
+        existing_rows: dict[str, Any] = {}
+        pins: dict[tuple[int, str], int] = {}
+        pc, po = profile_customers, profile_overrides
+        for row in _select(
+            conn,
+            "existing-links",
+            _Where(cid for _, cid in batch_keys),
+            lambda cond: (
                 sa.select(
-                    profile_customers.c.customer_id,
-                    profile_customers.c.profile_id,
-                    profile_customers.c.history_digest,
-                    profile_customers.c.merge_id,
-                    profile_customers.c.linked_at,
-                    profile_customers.c.computed_at,
-                ).where(
-                    profile_customers.c.source_id == source_id,
-                    profile_customers.c.customer_id.in_(chunk),
-                ),
-            ):
-                existing_rows[row[0]] = row
+                    pc.c.customer_id,
+                    pc.c.profile_id,
+                    pc.c.history_digest,
+                    pc.c.merge_id,
+                    pc.c.linked_at,
+                    pc.c.computed_at,
+                    po.c.profile_id.label("pinned_to"),
+                )
+                .select_from(
+                    pc.outerjoin(
+                        po,
+                        sa.and_(
+                            po.c.source_id == pc.c.source_id, po.c.customer_id == pc.c.customer_id
+                        ),
+                    )
+                )
+                .where(pc.c.source_id == _SOURCE, cond(pc.c.customer_id))
+            ),
+            source_id=source_id,
+        ):
+            existing_rows[row[0]] = row
+            if row.pinned_to is not None:
+                pins[(source_id, row[0])] = int(row.pinned_to)
         if newer_than is not None:
             fresher = {
                 cid
@@ -985,7 +1171,6 @@ class _Writer:
             if fresher:
                 outcomes = {k: v for k, v in outcomes.items() if k not in fresher}
                 batch_keys = [(source_id, cid) for cid in (*outcomes, *gone)]
-        pins = _overrides(conn, batch_keys)
         involved = _Profiles()
         current_ids = {r.profile_id for r in existing_rows.values() if r.profile_id is not None}
         _load_profiles_by_id(conn, involved, {*current_ids, *pins.values()})
@@ -1104,16 +1289,7 @@ class _Writer:
                 }
             )
         if rows:
-            stmt = _insert(conn, profile_customers)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[profile_customers.c.source_id, profile_customers.c.customer_id],
-                set_={
-                    c.name: stmt.excluded[c.name]
-                    for c in profile_customers.columns
-                    if c.name not in ("source_id", "customer_id")
-                },
-            )
-            conn.execute(stmt, rows)
+            conn.execute(_statement(conn, ("upsert-links",), partial(_upsert_links, conn)), rows)
         gone = [c.customer_id for c, s in states.items() if s[0] == "detached"]
         gone = [cid for cid in gone if cid not in outcomes]
         if gone:
@@ -1125,7 +1301,7 @@ class _Writer:
                 )
                 .values(profile_id=None, state="detached", reason="gone from the raw store")
             )
-        result.movements_written += self._write_movements(outcomes, moved_customers)
+        result.movements_written += self._write_movements(outcomes, moved_customers, existing_rows)
 
         # The profiles to refresh: where batch customers are now, and where they left.
         touched: set[int] = set()
@@ -1160,12 +1336,7 @@ class _Writer:
             }
             for ref in refs
         ]
-        stmt = _insert(conn, profiles)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[profiles.c.kind, profiles.c.link_id],
-            set_={"status": "active", "merged_into": None, "updated_at": stmt.excluded.updated_at},
-        )
-        conn.execute(stmt, rows)
+        conn.execute(_statement(conn, ("create-profiles",), partial(_create_statement, conn)), rows)
         for ref in refs:
             involved.by_ref.pop(ref, None)
         _load_profiles_by_ref(conn, involved, refs)
@@ -1201,19 +1372,29 @@ class _Writer:
         return out
 
     def _write_movements(
-        self, outcomes: Mapping[str, _Outcome], changed: Sequence[tuple[int, str]]
+        self,
+        outcomes: Mapping[str, _Outcome],
+        changed: Sequence[tuple[int, str]],
+        known: Mapping[str, Any],
     ) -> int:
         if not changed:
             return 0
         conn = self.conn
         ids = [cid for _, cid in changed]
-        for start in range(0, len(ids), _IN_CHUNK):
-            conn.execute(
-                sa.delete(revenue_movements).where(
-                    revenue_movements.c.source_id == self.source_id,
-                    revenue_movements.c.customer_id.in_(ids[start : start + _IN_CHUNK]),
-                )
+        # Customers never computed before have no movements to replace.
+        stale = [cid for cid in ids if cid in known]
+        if stale:
+            where = _Where(stale)
+            stmt = _statement(
+                conn,
+                ("drop-movements", where.kind),
+                lambda: sa.delete(revenue_movements).where(
+                    revenue_movements.c.source_id == _SOURCE,
+                    where.condition(revenue_movements.c.customer_id),
+                ),
             )
+            for chunk in where.params():
+                conn.execute(stmt, {"source_id": self.source_id, **chunk})
         rows = [
             {
                 "source_id": self.source_id,
@@ -1230,7 +1411,9 @@ class _Writer:
             for m in outcomes[cid].movements
         ]
         if rows:
-            conn.execute(sa.insert(revenue_movements), rows)
+            conn.execute(
+                _statement(conn, ("movements",), lambda: sa.insert(revenue_movements)), rows
+            )
         return len(rows)
 
     def _refresh_profiles(
@@ -1341,14 +1524,12 @@ class _Writer:
                 }
             )
         if history_rows:
-            conn.execute(sa.insert(stage_history_table), history_rows)
+            conn.execute(
+                _statement(conn, ("history",), lambda: sa.insert(stage_history_table)),
+                history_rows,
+            )
             result.stage_changes += len(history_rows)
-        conn.execute(
-            sa.update(profiles)
-            .where(profiles.c.id == sa.bindparam("b_id"))
-            .values({name: sa.bindparam(name) for name in updates[0] if name != "b_id"}),
-            updates,
-        )
+        conn.execute(_statement(conn, ("update-profiles",), _update_profile), updates)
         result.profiles.update(touched)
 
 
@@ -1380,12 +1561,6 @@ def _profile_observations(
         if not observations or observations[-1][1] != stage:
             observations.append((moment, stage))
     return [(m, s) for m, s in observations if m > 0]
-
-
-def _overrides(conn: Connection, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    from stripesync.profiles.store import overrides_for
-
-    return overrides_for(conn, keys)
 
 
 # -- the entry points -------------------------------------------------------------------
@@ -1516,11 +1691,17 @@ def recompute_customers(
     store = conn_or_store
     with store.read() as conn:
         settings = load_profile_settings(conn, source_id)
-    catalog = _Catalog(source_id)
-    for start in range(0, len(ids), BATCH):
-        chunk = ids[start : start + BATCH]
-        with store.write() as conn:
-            result.add(_run_batch(conn, source_id, settings, catalog, _Where(chunk), moment, chunk))
+    chunks = [ids[start : start + BATCH] for start in range(0, len(ids), BATCH)]
+    workers = default_workers() if len(ids) >= 4 * BATCH else 0
+    _run_many(
+        store,
+        source_id,
+        settings,
+        ((_Where(chunk), chunk, len(chunk)) for chunk in chunks),
+        moment,
+        workers,
+        result,
+    )
     return result
 
 
@@ -1622,7 +1803,7 @@ def _worker_init(url: str) -> None:
 
 
 def _worker_batch(
-    source_id: int, settings_json: dict[str, Any], lo: str, hi: str, at: datetime
+    source_id: int, settings_json: dict[str, Any], where: _Where, at: datetime
 ) -> _Batch:
     """Load and compute one batch in a worker process (reads only; the parent writes)."""
     engine = _WORKER["engine"]
@@ -1632,7 +1813,59 @@ def _worker_batch(
         if catalog is None:
             catalog = _WORKER["catalogs"][source_id] = _Catalog(source_id)
             catalog.preload(conn)
-        return _compute_batch(conn, source_id, settings, catalog, _Where(lo=lo, hi=hi), at)
+        return _compute_batch(conn, source_id, settings, catalog, where, at)
+
+
+def _run_many(
+    store: Store,
+    source_id: int,
+    settings: ProfileSettings,
+    batches: Iterable[tuple[_Where, list[str] | None, int]],
+    at: datetime,
+    workers: int,
+    result: RecomputeResult,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Compute batches (in ``workers`` processes, or here) outside the write lock, and
+    write each in one short transaction; newer state written meanwhile wins."""
+    pool: ProcessPoolExecutor | None = None
+    if workers > 0:
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(store.engine.url.render_as_string(hide_password=False),),
+        )
+    catalog = _Catalog(source_id)
+    pending: deque[tuple[Future[_Batch], list[str] | None, int]] = deque()
+
+    def write(batch: _Batch, asked: list[str] | None, count: int) -> None:
+        with store.write() as conn:
+            result.add(_write_batch(conn, source_id, settings, batch, asked=asked, newer_wins=True))
+        if progress is not None:
+            progress(count)
+
+    try:
+        if pool is None:
+            with store.read() as conn:
+                catalog.preload(conn)
+        for where, asked, count in batches:
+            if pool is None:
+                with store.read() as conn:
+                    batch = _compute_batch(conn, source_id, settings, catalog, where, at)
+                write(batch, asked, count)
+                continue
+            future = pool.submit(_worker_batch, source_id, settings.to_json(), where, at)
+            pending.append((future, asked, count))
+            while len(pending) > 2 * workers:
+                done, asked_done, n = pending.popleft()
+                write(done.result(), asked_done, n)
+        while pending:
+            done, asked_done, n = pending.popleft()
+            write(done.result(), asked_done, n)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def _batches(store: Store, source_id: int, size: int) -> Iterator[tuple[str, str, int]]:
@@ -1701,54 +1934,29 @@ def rebuild(
         wanted = 0  # not worth starting processes
     result = RebuildResult(sources=len(ids))
     done = 0
-    pool: ProcessPoolExecutor | None = None
-    if wanted > 0:
-        pool = ProcessPoolExecutor(
-            max_workers=wanted,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(store.engine.url.render_as_string(hide_password=False),),
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    for s_id in ids:
+        with store.read() as conn:
+            settings = load_profile_settings(conn, s_id)
+        _run_many(
+            store,
+            s_id,
+            settings,
+            (
+                (_Where(lo=lo, hi=hi), None, count)
+                for lo, hi, count in _batches(store, s_id, batch_size)
+            ),
+            moment,
+            wanted,
+            result,
+            advance,
         )
-    try:
-        for s_id in ids:
-            with store.read() as conn:
-                settings = load_profile_settings(conn, s_id)
-            catalog = _Catalog(s_id)
-            if pool is None:
-                with store.read() as conn:
-                    catalog.preload(conn)
-            pending: deque[tuple[Future[_Batch], int]] = deque()
-
-            def write(
-                batch: _Batch, count: int, s_id: int = s_id, settings: ProfileSettings = settings
-            ) -> None:
-                nonlocal done
-                with store.write() as conn:
-                    result.add(_write_batch(conn, s_id, settings, batch, newer_wins=True))
-                done += count
-                if progress is not None:
-                    progress(done, total)
-
-            for lo, hi, count in _batches(store, s_id, batch_size):
-                if pool is None:
-                    with store.read() as conn:
-                        batch = _compute_batch(
-                            conn, s_id, settings, catalog, _Where(lo=lo, hi=hi), moment
-                        )
-                    write(batch, count)
-                    continue
-                pending.append(
-                    (pool.submit(_worker_batch, s_id, settings.to_json(), lo, hi, moment), count)
-                )
-                while len(pending) > 2 * wanted:
-                    future, n = pending.popleft()
-                    write(future.result(), n)
-            while pending:
-                future, n = pending.popleft()
-                write(future.result(), n)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     result.seconds = time.perf_counter() - started
     return result
 

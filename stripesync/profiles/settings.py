@@ -289,12 +289,20 @@ def _sources_table() -> sa.Table:
     return sources
 
 
+_LOAD: list[Any] = []
+
+
 def load_profile_settings(conn: Connection, source_id: int) -> ProfileSettings:
     """The source's settings; `NotFound` for an unknown source id."""
-    sources = _sources_table()
-    row = conn.execute(
-        sa.select(sources.c.name, sources.c.profile_settings).where(sources.c.id == source_id)
-    ).first()
+    if not _LOAD:
+        # Built once: every recompute reads the settings (a webhook's included).
+        sources = _sources_table()
+        _LOAD.append(
+            sa.select(sources.c.name, sources.c.profile_settings).where(
+                sources.c.id == sa.bindparam("source_id")
+            )
+        )
+    row = conn.execute(_LOAD[0], {"source_id": source_id}).first()
     if row is None:
         raise NotFound(f"no source with id {source_id}; `stripesync sources` lists them")
     return ProfileSettings.from_json(

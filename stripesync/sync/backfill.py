@@ -306,8 +306,12 @@ class _SliceImport:
             _complete_nested(rt.api, spec, obj)
         # Everything that needs no database happens before taking the write lock.
         prepared = prepare(sl.source_id, objects, Observed.api(page.sent_ms, page.received_ms))
-        last = objects[-1] if objects else None
-        created = last.get("created") if last is not None else None
+        count, has_more = len(objects), page.has_more
+        last_id = str(objects[-1]["id"]) if objects else None
+        created = objects[-1].get("created") if objects else None
+        last_created = int(created) if isinstance(created, int | float) else None
+        # The page is encoded now; the parsed dicts can go while it waits to be written.
+        del page, objects
 
         def commit(conn: Connection) -> tuple[Slice, list[int]]:
             rt.touched.update(write_prepared(conn, prepared).customers)
@@ -316,13 +320,11 @@ class _SliceImport:
             new_ids: list[int] = []
             after = replace(
                 current,
-                cursor=str(last["id"]) if last is not None else current.cursor,
-                cursor_created=int(created)
-                if isinstance(created, int | float)
-                else current.cursor_created,
-                objects=current.objects + len(objects),
+                cursor=last_id if last_id is not None else current.cursor,
+                cursor_created=last_created if last_created is not None else current.cursor_created,
+                objects=current.objects + count,
                 pages=current.pages + 1,
-                state="pending" if page.has_more and objects else "done",
+                state="pending" if has_more and count else "done",
                 attempts=0,
             )
             if after.state == "pending":
@@ -349,7 +351,7 @@ class _SliceImport:
                     sync_streams.c.stream == sl.stream,
                 )
                 .values(
-                    objects=sync_streams.c.objects + len(objects),
+                    objects=sync_streams.c.objects + count,
                     pages=sync_streams.c.pages + 1,
                     updated_at=utcnow(),
                 )
@@ -358,7 +360,7 @@ class _SliceImport:
 
         # One transaction per page and its checkpoint, committed in groups (BatchWriter).
         after, new_ids = rt.writer.submit(commit)
-        rt.tracker.page(sl, after, len(objects))
+        rt.tracker.page(sl, after, count)
         if new_ids:
             with rt.store.read() as conn:
                 for new_id in new_ids:

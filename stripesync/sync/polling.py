@@ -57,6 +57,7 @@ from stripesync.sync.webhooks import (
     drain,
     ensure_state,
     kick,
+    lock_source,
     pending_refetches,
     queue_refetch,
     record_error,
@@ -261,6 +262,7 @@ def _apply_page(
 ) -> None:
     """Record and apply one page (oldest first) and move the cursor, in one transaction."""
     with store.write() as conn:
+        lock_source(conn, source.id)
         fresh = [e for e in events if record_event(conn, source.id, e, via="poll")]
         outcome = apply_events(conn, source.id, fresh)
         if fresh:

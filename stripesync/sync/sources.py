@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -521,7 +520,3 @@ def _purge(conn: sa.Connection, source_id: int) -> None:
         if "source_id" in table.c:
             conn.execute(sa.delete(table).where(table.c.source_id == source_id))
     conn.execute(sa.delete(sources).where(sources.c.id == source_id))
-
-
-def names(found: Sequence[Source]) -> list[str]:
-    return [s.name for s in found]

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -372,59 +372,75 @@ def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
-def _ledger_insert(conn: Connection) -> Any:
-    data: Any = sa.bindparam("data_text", type_=sa.Text)
-    if conn.dialect.name == "postgresql":
-        data = sa.cast(data, postgresql.JSONB)
-    values: dict[str, Any] = {
-        name: sa.bindparam(name)
-        for name in (
-            "source_id",
-            "id",
-            "type",
-            "created",
-            "api_version",
-            "livemode",
-            "object_id",
-            "received_via",
-            "received_at",
-        )
-    }
+_LEDGER_COLUMNS = (
+    "source_id",
+    "id",
+    "type",
+    "created",
+    "api_version",
+    "livemode",
+    "object_id",
+    "data",
+    "received_via",
+    "received_at",
+)
+
+
+def _ledger_sql(dialect: str) -> str:
+    mark = "%s" if dialect == "postgresql" else "?"
+    values = [
+        f"{mark}::jsonb" if c == "data" and dialect == "postgresql" else mark
+        for c in _LEDGER_COLUMNS
+    ]
     return (
-        _dialect_insert(conn, stripe_events)
-        .values(**values, data=data, processed_at=None)
-        .on_conflict_do_nothing(index_elements=[stripe_events.c.source_id, stripe_events.c.id])
-        .returning(stripe_events.c.source_id, stripe_events.c.id)
+        f"INSERT INTO {stripe_events.name} ({', '.join(_LEDGER_COLUMNS)}, processed_at) "
+        f"VALUES ({', '.join(values)}, NULL) ON CONFLICT (source_id, id) DO NOTHING"
     )
 
 
-def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:
-    """Add events to the ledger, skipping ids already there; the (source, id) added.
+def _ledger_params(dialect: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    received: datetime = row["received_at"]
+    if dialect == "postgresql":
+        return (
+            *(row[c] for c in _LEDGER_COLUMNS[:7]),
+            row["data_text"],
+            row["received_via"],
+            received,
+        )
+    # What the UTCDateTime and Boolean types would have bound on SQLite.
+    stamp = received.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    values = [row[c] for c in _LEDGER_COLUMNS[:7]]
+    values[5] = int(bool(values[5]))
+    return (*values, row["data_text"], row["received_via"], stamp)
+
+
+def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Add events to the ledger, skipping ids already there; how many were added.
 
     The JSON goes in as the text it was received as (re-encoded compactly once), not
-    through a second serialization: this is the receiver's hot path.
+    through a second serialization, and as one driver-level ``executemany`` (no
+    RETURNING): this is the receiver's hot path.
     """
     if not rows:
-        return set()
-    added = {(int(r.source_id), str(r.id)) for r in conn.execute(_ledger_insert(conn), list(rows))}
-    now = utcnow()
-    counts: dict[int, list[int]] = {}
-    for row in rows:
-        if row["received_via"] != "webhook":
-            continue
-        seen = counts.setdefault(int(row["source_id"]), [0, 0])
-        seen[0] += 1
-        if (int(row["source_id"]), str(row["id"])) not in added:
-            seen[1] += 1
-    for source_id, (received, duplicates) in counts.items():
+        return 0
+    dialect = conn.dialect.name
+    # The driver's own executemany (psycopg: a pipeline), not a rendered multi-row insert.
+    result = conn.exec_driver_sql(
+        _ledger_sql(dialect), [_ledger_params(dialect, row) for row in rows]
+    )
+    return max(0, int(result.rowcount or 0))
+
+
+def record_received(conn: Connection, tallies: Mapping[int, tuple[int, int, datetime]]) -> None:
+    """Add webhook counts to the sources' health: source → (received, duplicates, last)."""
+    for source_id, (received, duplicates, last) in sorted(tallies.items()):
         bump_state(
             conn,
             source_id,
-            last_webhook_at=now,
+            last_webhook_at=last,
             webhooks_received=sync_state.c.webhooks_received + received,
             webhook_duplicates=sync_state.c.webhook_duplicates + duplicates,
         )
-    return added
 
 
 def ensure_state(conn: Connection, source_id: int) -> None:
@@ -643,7 +659,9 @@ class DrainResult:
     failed: int = 0
 
 
-def _lock_source(conn: Connection, source_id: int) -> None:
+def lock_source(conn: Connection, source_id: int) -> None:
+    """Serialize, across processes, the transactions writing one source's objects from
+    events (drains, refetches, polls): they touch the same rows in no common order."""
     if conn.dialect.name == "postgresql":
         conn.execute(
             sa.text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": _DRAIN_LOCK, "id": source_id}
@@ -680,7 +698,7 @@ def drain(store: Store, source_id: int, *, batch: int = BATCH) -> DrainResult:
     while True:
         try:
             with store.write() as conn:
-                _lock_source(conn, source_id)
+                lock_source(conn, source_id)
                 rows = _unprocessed(conn, source_id, batch)
                 if not rows:
                     return result
@@ -851,6 +869,7 @@ def _settle(
     struggling = False
     applied = ApplyResult()
     with store.write() as conn:
+        lock_source(conn, source_id)  # one writer of the source's objects at a time
         for row, got in zip(rows, fetched, strict=True):
             key = (row.object_type, row.object_id)
             if isinstance(got, StripeSyncError):

@@ -1,4 +1,8 @@
-"""What route handlers may ask for (`Annotated` dependencies, one alias per resource)."""
+"""What route handlers may ask for (`Annotated` dependencies, one alias per resource).
+
+They are ``async``: FastAPI runs a plain ``def`` dependency in a thread, a cost the
+webhook receiver pays on every request for nothing.
+"""
 
 from __future__ import annotations
 
@@ -30,17 +34,19 @@ class Services:
     writer: LedgerWriter
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_store(request: Request) -> Store:
-    return get_services(request).store
+async def get_store(request: Request) -> Store:
+    services: Services = request.app.state.services
+    return services.store
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
+async def get_settings(request: Request) -> Settings:
+    services: Services = request.app.state.services
+    return services.settings
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +27,8 @@ from stripesync.errors import NotFound, TransientError
 from stripesync.secrets import SecretBox
 from stripesync.store import Store
 from stripesync.store.schema import sources
-from stripesync.sync.webhooks import insert_events, load_secrets
+from stripesync.store.types import utcnow
+from stripesync.sync.webhooks import insert_events, load_secrets, record_received
 
 __all__ = ["LedgerWriter", "Receiving", "SourceDirectory"]
 
@@ -107,12 +109,16 @@ class LedgerWriter:
     ) -> None:
         self.store = store
         self.on_commit = on_commit
-        self.writers = writers or (2 if store.backend == "postgresql" else 1)
+        self.writers = writers or (4 if store.backend == "postgresql" else 1)
         self.max_batch = max_batch
-        self._queue: list[tuple[Mapping[str, Any], asyncio.Future[bool]]] = []
+        self._queue: list[tuple[Mapping[str, Any], asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self.flush_every = 1.0
+        self._tallies: dict[int, tuple[int, int, datetime]] = {}
+        self._tally_lock = threading.Lock()
+        self._flushed = 0.0
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -126,12 +132,21 @@ class LedgerWriter:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._tallies:
+            await asyncio.to_thread(self._flush)
 
-    async def put(self, row: Mapping[str, Any]) -> bool:
-        """Store one ledger row (`stripesync.sync.webhooks.ledger_row`); False: a duplicate."""
+    def _flush(self) -> None:
+        with self._tally_lock:
+            tallies, self._tallies = self._tallies, {}
+        with self.store.write() as conn:
+            record_received(conn, tallies)
+
+    async def put(self, row: Mapping[str, Any]) -> None:
+        """Store one ledger row (`stripesync.sync.webhooks.ledger_row`), or a duplicate of
+        one already there; returns once it is committed."""
         if self._wake is None or self._closing:
             raise TransientError("the server is shutting down; Stripe will retry the delivery")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((row, future))
         self._wake.set()
         return await future
@@ -143,13 +158,18 @@ class LedgerWriter:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.flush_every)
+                except TimeoutError:
+                    if self._tallies:  # quiet now: the counters need not wait for traffic
+                        with contextlib.suppress(Exception):
+                            await asyncio.to_thread(self._flush)
                 continue
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             rows = [row for row, _ in batch]
             try:
-                added = await asyncio.to_thread(self._write, rows)
+                await asyncio.to_thread(self._write, rows)
             except Exception as exc:
                 error = TransientError(
                     f"could not store the event ({type(exc).__name__}); Stripe will retry"
@@ -158,11 +178,31 @@ class LedgerWriter:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for row, future in batch:
+            for _, future in batch:
                 if not future.done():
-                    future.set_result((int(row["source_id"]), str(row["id"])) in added)
+                    future.set_result(None)
             self.on_commit({int(row["source_id"]) for row in rows})
 
-    def _write(self, rows: list[Mapping[str, Any]]) -> set[tuple[int, str]]:
+    def _write(self, rows: list[Mapping[str, Any]]) -> int:
         with self.store.write() as conn:
-            return insert_events(conn, rows)
+            added = insert_events(conn, rows)
+            self._tally(rows, added)
+            if self._closing or time.monotonic() - self._flushed >= self.flush_every:
+                # The health counters, at most once a second: one row per source that
+                # every writer would otherwise wait on.
+                with self._tally_lock:
+                    tallies, self._tallies = self._tallies, {}
+                    self._flushed = time.monotonic()
+                record_received(conn, tallies)
+            return added
+
+    def _tally(self, rows: list[Mapping[str, Any]], added: int) -> None:
+        now = utcnow()
+        duplicates = len(rows) - added
+        with self._tally_lock:
+            for n, row in enumerate(rows):
+                source_id = int(row["source_id"])
+                received, dups, _ = self._tallies.get(source_id, (0, 0, now))
+                # Duplicates are counted against the batch's first source (almost always
+                # the only one).
+                self._tallies[source_id] = (received + 1, dups + (duplicates if n == 0 else 0), now)

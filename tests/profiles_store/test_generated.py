@@ -69,7 +69,8 @@ def _rows(store: Store, kind: str, source_id: int) -> list[dict[str, Any]]:
     table = raw_table(kind)
     with store.read() as conn:
         return [
-            r.data for r in conn.execute(sa.select(table.c.data).where(table.c.source_id == source_id))
+            r.data
+            for r in conn.execute(sa.select(table.c.data).where(table.c.source_id == source_id))
         ]
 
 
@@ -187,7 +188,9 @@ def test_the_lean_loader_gives_the_traits_of_every_stored_object(
     with store.read() as conn:
         stored = {
             r.customer_id: r.traits
-            for r in conn.execute(sa.select(profile_customers.c.customer_id, profile_customers.c.traits))
+            for r in conn.execute(
+                sa.select(profile_customers.c.customer_id, profile_customers.c.traits)
+            )
         }
     checked = 0
     for customer in _rows(store, "customer", source.id):
@@ -222,7 +225,9 @@ def test_movements_add_up_to_each_customers_mrr_and_the_report_to_the_total(
     with store.read() as conn:
         current = {
             r.customer_id: {k: v for k, v in r.mrr.items() if v}
-            for r in conn.execute(sa.select(profile_customers.c.customer_id, profile_customers.c.mrr))
+            for r in conn.execute(
+                sa.select(profile_customers.c.customer_id, profile_customers.c.mrr)
+            )
         }
         folded: dict[str, dict[str, int]] = {}
         kinds: set[str] = set()

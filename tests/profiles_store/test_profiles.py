@@ -117,7 +117,9 @@ def test_the_link_id_falls_back_to_the_subscription_then_the_customer_id(store: 
 def test_two_customers_with_one_link_id_merge_visibly_and_unmerge(store: Store) -> None:
     source = add_source(store, "acme", _settings())
     product, price = catalog()
-    first = put(store, source, product, price, *account("cus_B1", price=price, metadata={KEY: "u1"}))
+    first = put(
+        store, source, product, price, *account("cus_B1", price=price, metadata={KEY: "u1"})
+    )
     _refresh(store, first)
     second = put(store, source, *account("cus_B2", price=price, metadata={KEY: "u1"}, quantity=3))
     _refresh(store, second)
@@ -154,8 +156,14 @@ def test_customers_of_two_sources_merge_on_their_link_id(store: Store) -> None:
     live = add_source(store, "live", _settings())
     test = add_source(store, "test", _settings())
     product, price = catalog()
-    _refresh(store, put(store, live, product, price, *account("cus_L1", price=price, metadata={KEY: "u5"})))
-    _refresh(store, put(store, test, product, price, *account("cus_T1", price=price, metadata={KEY: "u5"})))
+    _refresh(
+        store,
+        put(store, live, product, price, *account("cus_L1", price=price, metadata={KEY: "u5"})),
+    )
+    _refresh(
+        store,
+        put(store, test, product, price, *account("cus_T1", price=price, metadata={KEY: "u5"})),
+    )
     with store.read() as conn:
         (profile,) = list_profiles(conn)
         assert {(c["source"], c["customer_id"]) for c in customers_of(conn, profile.id)} == {
@@ -182,7 +190,9 @@ def test_a_changed_link_id_relinks_without_duplicates(store: Store) -> None:
 def test_create_missing_off_enriches_only_profiles_the_app_created(store: Store) -> None:
     source = add_source(store, "acme", _settings(create_missing=False, kind="users"))
     product, price = catalog()
-    result = put(store, source, product, price, *account("cus_C1", price=price, metadata={KEY: "u8"}))
+    result = put(
+        store, source, product, price, *account("cus_C1", price=price, metadata={KEY: "u8"})
+    )
     refreshed = refresh_after_apply(store, result, at=AT)
     assert refreshed.skipped and "creating missing profiles is off" in refreshed.skipped[0][1]
     assert profile_rows(store) == []
@@ -352,3 +362,21 @@ def test_settings_round_trip_in_the_source_row(store: Store) -> None:
     source = add_source(store, "acme", settings)
     with store.read() as conn:
         assert load_profile_settings(conn, source) == settings
+
+
+def test_a_link_id_only_on_invoices_or_charges_is_found_in_a_large_batch(store: Store) -> None:
+    source = add_source(store, "acme", _settings())
+    product, price = catalog()
+    objects = [o for i in range(20) for o in account(f"cus_F{i:02d}", price=price)]
+    tagged = account("cus_Finv", price=price)
+    tagged[2]["metadata"] = {KEY: "from_invoice"}
+    charged = account("cus_Fch", price=price)
+    charged[3]["metadata"] = {KEY: "from_charge"}
+    put(store, source, product, price, *objects, *tagged, *charged)
+    rebuild(store, at=AT, batch_size=50)
+    with store.read() as conn:
+        assert customers_of(conn, find_profile(conn, "from_invoice").id)[0]["link_source"] == (
+            "invoice.metadata"
+        )
+        assert find_profile(conn, "from_charge").traits["customer_id"] == "cus_Fch"
+        assert find_profile(conn, "cus_F07").customers == 1

@@ -224,9 +224,16 @@ def test_the_scheduler_polls_due_sources_and_recovers_stored_events(
     with store.write() as conn:  # an event stored by a receiver that died before applying it
         conn.execute(
             sa.insert(stripe_events).values(
-                source_id=source.id, id="evt_left", type="customer.updated", created=1,
-                api_version=None, livemode=False, object_id=None, data={"id": "evt_left"},
-                received_via="webhook", received_at=sa.func.current_timestamp(),
+                source_id=source.id,
+                id="evt_left",
+                type="customer.updated",
+                created=1,
+                api_version=None,
+                livemode=False,
+                object_id=None,
+                data={"id": "evt_left"},
+                received_via="webhook",
+                received_at=sa.func.current_timestamp(),
                 processed_at=None,
             )
         )

@@ -31,7 +31,7 @@ from stripesync.sync.webhooks import (
     ledger_row,
     verify_event,
 )
-from stripesync.web.deps import ServicesDep
+from stripesync.web.deps import Services
 from stripesync.web.intake import Receiving
 
 __all__ = ["router"]
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
 
 _RECEIVED = b'{"received":true}'
-_DUPLICATE = b'{"received":true,"duplicate":true}'
 #: A delivery the cached secrets reject re-reads them, at most this often (seconds).
 _RELOAD_AFTER = 0.5
 
@@ -72,9 +71,14 @@ def _too_large(limit: int) -> PayloadTooLarge:
     )
 
 
-@router.post("/webhooks/stripe/{source}")
-async def receive_stripe_webhook(source: str, request: Request, services: ServicesDep) -> Response:
-    """Verify, store and acknowledge one Stripe event; it is applied after the answer."""
+async def receive_stripe_webhook(request: Request) -> Response:
+    """Verify, store and acknowledge one Stripe event; it is applied after the answer.
+
+    A plain Starlette route (no dependency injection, no validation layer): it is the one
+    hot path of the app, and everything it needs is the raw request.
+    """
+    source = str(request.path_params["source"])
+    services: Services = request.app.state.services
     settings = services.settings
     body = await read_body(request, settings.webhook_max_body_bytes)
     header = request.headers.get("stripe-signature")
@@ -100,9 +104,12 @@ async def receive_stripe_webhook(source: str, request: Request, services: Servic
             f"a {mode}-mode event was sent to source {target.name!r}, which is in the other "
             "mode; point each mode's endpoint (or `stripe listen`) at its own source"
         )
-    added = await services.writer.put(ledger_row(target.source_id, event, via="webhook"))
-    return Response(_RECEIVED if added else _DUPLICATE, media_type="application/json")
+    await services.writer.put(ledger_row(target.source_id, event, via="webhook"))
+    return Response(_RECEIVED, media_type="application/json")
 
 
 def _fresh(target: Receiving) -> bool:
     return time.monotonic() - target.loaded_at < _RELOAD_AFTER
+
+
+router.add_route("/webhooks/stripe/{source}", receive_stripe_webhook, methods=["POST"])
