@@ -211,15 +211,21 @@ def _copy_to_postgres(sqlite_path: Path, url: str) -> Store:
 def _webhooks(store: Store, source_id: int, count: int, seed: int) -> dict[str, float]:
     subs = raw_table("subscription")
     with store.read() as conn:
-        rows = [
+        ids = [
+            str(r[0])
+            for r in conn.execute(
+                sa.select(subs.c.id).where(subs.c.source_id == source_id, subs.c.status == "active")
+            )
+        ]
+        chosen = random.Random(seed).sample(ids, min(count, len(ids)))
+        picked = [
             (r.customer, r.data)
             for r in conn.execute(
                 sa.select(subs.c.customer, subs.c.data).where(
-                    subs.c.source_id == source_id, subs.c.status == "active"
+                    subs.c.source_id == source_id, subs.c.id.in_(chosen)
                 )
             )
         ]
-    picked = random.Random(seed).sample(rows, min(count, len(rows)))
     recompute_ms: list[float] = []
     total_ms: list[float] = []
     created = int(time.time()) + 10

@@ -318,18 +318,23 @@ def _first_poll(
             )
         _walk_forward(store, source, api, str(first["id"]), result)
         return
+    # Newest first, one page in memory at a time: the order does not matter to the apply
+    # path (older copies lose), and the cursor, the newest event, commits with the last.
     newest: dict[str, Any] | None = None
-    pages = list(
-        api.iter_list("/v1/events", {"limit": PAGE, "created": {"gte": start}}, group="events")
-    )
-    for page in pages:
+    pages = api.iter_list("/v1/events", {"limit": PAGE, "created": {"gte": start}}, group="events")
+    page = next(pages, None)
+    while page is not None:
         if newest is None and page.data:
             newest = page.data[0]
-    for n, page in enumerate(reversed(pages)):
-        last = n == len(pages) - 1
+        following = next(pages, None)
         _apply_page(
-            store, source, list(reversed(page.data)), result, cursor=newest if last else None
+            store,
+            source,
+            list(reversed(page.data)),
+            result,
+            cursor=newest if following is None else None,
         )
+        page = following
 
 
 # -- the 30-day wall ------------------------------------------------------------------------
