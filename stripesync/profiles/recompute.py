@@ -117,8 +117,6 @@ _LEAN = 3
 #: Newest paid invoices read per subscription: rule 13 reads the newest paid plan one.
 _LEAN_PAID = 1
 _IN_CHUNK = 900
-#: Up to this many customers, all their invoices and charges are read at once.
-_SMALL = 16
 
 ProgressHook = Callable[[int, int], None]
 
@@ -392,12 +390,9 @@ def _load(
         found.sub_observed_ms[row[1]] = int(row[3])
         found.observed_ms = max(found.observed_ms, int(row[4]))
 
-    if where.ids is not None and len(where.ids) <= _SMALL:
-        # A few customers (a webhook's): reading all their invoices and charges in one
-        # query each is cheaper than choosing which to read.
-        invoice_status = _load_all(conn, source_id, where, inputs)
-    else:
-        invoice_status = _load_lean(conn, source_id, where, inputs, settings)
+    # Even for one customer (a webhook's), choosing which invoices and charges to decode
+    # beats decoding all of them: a two-year customer has dozens of each.
+    invoice_status = _load_lean(conn, source_id, where, inputs, settings)
 
     # Invoice lines, scalar fields only: what the revenue history reads.
     for row in _select(
@@ -559,28 +554,6 @@ def _load_lean(
         more_ch |= _mentioning(conn, ch_t, source_id, fallback, settings.link_key)
     _fetch(conn, inv_t, source_id, more_inv - wanted_inv, inputs, "invoices")
     _fetch(conn, ch_t, source_id, more_ch - wanted_ch, inputs, "charges")
-    return invoice_status
-
-
-def _load_all(
-    conn: Connection, source_id: int, where: _Where, inputs: dict[str, _Inputs]
-) -> dict[str, str | None]:
-    invoice_status: dict[str, str | None] = {}
-    for table, into in ((raw_table("invoice"), "invoices"), (raw_table("charge"), "charges")):
-        for row in _select(
-            conn,
-            f"all-{into}",
-            where,
-            partial(_by_customer, conn, table),
-            source_id=source_id,
-        ):
-            found = inputs.get(row[0])
-            if found is None:
-                continue
-            obj = _loads(row[2])
-            getattr(found, into)[row[1]] = obj
-            if into == "invoices":
-                invoice_status[row[1]] = obj.get("status")
     return invoice_status
 
 
